@@ -1,0 +1,209 @@
+"""I/O utilities every model uses: atomic writes, a resumable row-keyed writer, and code-free weight loading."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from datasets.errors import InputError
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "ensure_writable_dir",
+    "sha256_file",
+    "ResumableRowWriter",
+    "load_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` if needed and check that files can be written there.
+
+    Raises:
+        InputError: the folder cannot be created or written to.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create output folder {folder}: {err.strerror}") from err
+    if not folder.is_dir():
+        raise InputError(f"output path {folder} exists and is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {folder} is not writable")
+    return folder
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` and rename it onto ``path`` only if the block succeeds.
+
+    Readers never see a half-written file, and an error (or a kill) leaves any earlier version of ``path`` intact.
+
+    Example::
+
+        with atomic_write("scores.json") as f:
+            json.dump(scores, f)
+    """
+    if "w" not in mode:
+        raise ValueError(f"atomic_write needs a write mode ('w' or 'wb'), got {mode!r}")
+    target = Path(path)
+    ensure_writable_dir(target.parent if str(target.parent) else ".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_write(path, "wb") as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ResumableRowWriter:
+    """A CSV writer for long batch jobs that can be killed and restarted.
+
+    Each row has a key column. On opening, rows already in the file are read and their keys are skipped by
+    :meth:`done`; a torn last line (a kill mid-write) is dropped. Every :meth:`write` is flushed and fsync'ed, so the
+    file always holds whole rows only.
+
+    Args:
+        path: CSV file to create or continue.
+        fieldnames: column names; the first one unless ``key`` says otherwise is the row key.
+        key: name of the key column. Defaults to ``fieldnames[0]``.
+
+    Example::
+
+        with ResumableRowWriter("scores.csv", ["image", "score"]) as out:
+            for image in images:
+                if not out.done(image):
+                    out.write({"image": image, "score": model(image)})
+    """
+
+    def __init__(self, path: str | os.PathLike, fieldnames: Sequence[str], key: str | None = None) -> None:
+        self.path = Path(path)
+        self.fieldnames = list(fieldnames)
+        self.key = key or self.fieldnames[0]
+        if self.key not in self.fieldnames:
+            raise ValueError(f"key column {self.key!r} is not among fieldnames {self.fieldnames}")
+        ensure_writable_dir(self.path.parent)
+        self._keys: set[str] = set()
+        self._recover()
+        is_new = not self.path.exists() or self.path.stat().st_size == 0
+        self._handle = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._handle, fieldnames=self.fieldnames)
+        if is_new:
+            self._writer.writeheader()
+            self._sync()
+
+    def _recover(self) -> None:
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        raw = self.path.read_bytes()
+        if not raw.endswith(b"\n"):
+            raw = raw[: raw.rfind(b"\n") + 1]
+            logger.warning("dropped a torn last line of %s (the previous run was interrupted mid-write)", self.path)
+            atomic_write_bytes(self.path, raw)
+        with open(self.path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != self.fieldnames:
+                raise InputError(
+                    f"{self.path} already exists with columns {reader.fieldnames}, expected {self.fieldnames}; "
+                    "use another output path or remove the file"
+                )
+            self._keys = {row[self.key] for row in reader}
+        if self._keys:
+            logger.info("resuming %s: %d rows already written", self.path, len(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def done(self, key: str) -> bool:
+        """Whether a row with this key is already in the file."""
+        return str(key) in self._keys
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Append one row (skipped if its key was already written) and flush it to disk."""
+        key = str(row[self.key])
+        if key in self._keys:
+            return
+        self._writer.writerow({name: row.get(name, "") for name in self.fieldnames})
+        self._sync()
+        self._keys.add(key)
+
+    def _sync(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> ResumableRowWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a state dict or checkpoint without running code from the file.
+
+    ``.safetensors`` files are read with safetensors; anything else goes through ``torch.load(weights_only=True)``,
+    which refuses pickled classes and functions.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        InputError: the file is not a readable weights file or carries code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "no weights file", str(path))
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:  # safetensors raises its own error types
+            raise InputError(f"{path} is not a readable safetensors file: {err}") from err
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(
+            f"{path} could not be loaded as plain tensors (weights_only=True): it is truncated, not a PyTorch file, "
+            f"or it carries pickled code, which medvl refuses to run. Detail: {' '.join(str(err).split())[:300]}"
+        ) from err

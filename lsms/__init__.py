@@ -1,0 +1,7 @@
+"""LSMS (Language-guided Scale-aware MedSegmentor): referring segmentation of CT slices from text. Unofficial reconstruction."""
+
+from datasets.guard import require_medvl_datasets
+
+require_medvl_datasets()
+
+__version__ = "0.1.0"
