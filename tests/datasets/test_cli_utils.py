@@ -1,0 +1,38 @@
+"""The CLI convention: one line and exit status 2 for bad input, the traceback only with --debug."""
+
+from __future__ import annotations
+
+import pytest
+
+from datasets.cli_utils import EXIT_BAD_INPUT, run_cli
+from datasets.errors import InputError
+
+
+def _bad_input(args: list[str]) -> int:
+    raise InputError(f"row 3 of {args[0]}: column 'text' is empty,\n expected a referring expression")
+
+
+def test_bad_input_prints_one_line_and_exits_2(capsys):
+    assert run_cli("prog", _bad_input, ["manifest.csv"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("prog: error: row 3 of manifest.csv") and "Traceback" not in err
+
+
+def test_missing_file_names_the_file(capsys, tmp_path):
+    def read(args: list[str]) -> int:
+        open(args[0])
+        return 0
+
+    assert run_cli("prog", read, [str(tmp_path / "nope.nii.gz")]) == EXIT_BAD_INPUT
+    assert "nope.nii.gz" in capsys.readouterr().err
+
+
+def test_debug_reraises_with_traceback():
+    with pytest.raises(InputError):
+        run_cli("prog", _bad_input, ["manifest.csv", "--debug"])
+
+
+def test_success_returns_status():
+    assert run_cli("prog", lambda args: None, []) == 0
+    assert run_cli("prog", lambda args: 3, []) == 3

@@ -1,0 +1,85 @@
+"""Tests of the shared I/O utilities: atomic writes, the resumable row writer and code-free weight loading."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from datasets.errors import InputError
+from datasets.io import ResumableRowWriter, atomic_write, atomic_write_text, ensure_writable_dir, load_weights
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    target = tmp_path / "result.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as handle:
+            handle.write("half-written")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary file left behind
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+
+
+def test_unwritable_output_folder_is_an_input_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="file"):
+        ensure_writable_dir(blocker / "sub")
+    if os.geteuid() != 0:  # root ignores permission bits
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(InputError, match="not writable"):
+            ensure_writable_dir(locked)
+
+
+def test_resumable_writer_skips_written_keys_and_drops_torn_line(tmp_path):
+    path = tmp_path / "scores.csv"
+    with ResumableRowWriter(path, ["image", "score"]) as out:
+        out.write({"image": "a.png", "score": 0.1})
+        out.write({"image": "b.png", "score": 0.2})
+    with open(path, "a") as handle:  # a kill in the middle of the third row
+        handle.write("c.png,0.")
+    with ResumableRowWriter(path, ["image", "score"]) as out:
+        assert len(out) == 2 and out.done("a.png") and not out.done("c.png")
+        for image, score in [("a.png", 9.0), ("c.png", 0.3)]:
+            if not out.done(image):
+                out.write({"image": image, "score": score})
+    assert path.read_text().splitlines() == ["image,score", "a.png,0.1", "b.png,0.2", "c.png,0.3"]
+
+
+def test_resumable_writer_refuses_other_columns(tmp_path):
+    path = tmp_path / "scores.csv"
+    with ResumableRowWriter(path, ["image", "score"]) as out:
+        out.write({"image": "a.png", "score": 1})
+    with pytest.raises(InputError, match="columns"):
+        ResumableRowWriter(path, ["image", "prob"])
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_load_weights_reads_tensors_and_refuses_code(tmp_path):
+    from safetensors.torch import save_file
+
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    save_file(weights, tmp_path / "model.safetensors")
+    torch.save(weights, tmp_path / "model.pt")
+    assert torch.equal(load_weights(tmp_path / "model.safetensors")["w"], weights["w"])
+    assert torch.equal(load_weights(tmp_path / "model.pt")["w"], weights["w"])
+
+    with open(tmp_path / "evil.ckpt", "wb") as handle:
+        pickle.dump({"state_dict": _Payload()}, handle)
+    with pytest.raises(InputError, match="evil.ckpt"):
+        load_weights(tmp_path / "evil.ckpt")
+    (tmp_path / "truncated.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes()[:20])
+    with pytest.raises(InputError, match="truncated.safetensors"):
+        load_weights(tmp_path / "truncated.safetensors")
+    with pytest.raises(FileNotFoundError):
+        load_weights(tmp_path / "missing.pt")
