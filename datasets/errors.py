@@ -22,6 +22,8 @@ class MissingDependencyError(MedvlError, ImportError):
     """An optional dependency is needed; the message names the pip extra that provides it."""
 
     def __init__(self, what: str, extra: str, package: str) -> None:
-        super().__init__(f"{what} needs the optional package `{package}`: install it with `pip install 'medvl[{extra}]'`")
+        super().__init__(
+            f"{what} needs the optional package `{package}`: install it with `pip install 'medvl[{extra}]'`"
+        )
         self.extra = extra
         self.package = package

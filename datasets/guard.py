@@ -32,8 +32,8 @@ def check_own_folder(package_paths: Iterable[str]) -> None:
         found = [name for name in _FOREIGN_MARKERS if (Path(folder) / name).exists()]
         if found:
             raise DatasetsClashError(
-                f"the folder {folder} mixes medvl's data layer with Hugging Face `datasets` files ({', '.join(found)}). "
-                + _FIX
+                f"the folder {folder} mixes medvl's data layer with Hugging Face `datasets` files "
+                f"({', '.join(found)}). " + _FIX
             )
 
 

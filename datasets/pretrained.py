@@ -1,0 +1,217 @@
+"""The portable model folder shared by LSMS, CARZero and BrgSA.
+
+A model folder holds everything inference needs, so preprocessing at inference can never drift from training::
+
+    my_model/
+      config.json          format marker and version, model type, medvl version, git commit, the model's constructor
+                           arguments, the full preprocessing, tokenizer name and max length, seed, training-manifest
+                           hash, creation time
+      model.safetensors    all weights except the text encoder's (tensors only: loading runs no code)
+      text_encoder/        the Hugging Face text encoder and tokenizer (``save_pretrained`` layout), when the model
+                           has one, so the folder loads offline wherever it is copied
+
+Folders are written to a temporary sibling and renamed into place, so a crash never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from datasets.errors import InputError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "TEXT_ENCODER_DIR",
+    "git_commit",
+    "save_model_folder",
+    "read_model_config",
+    "load_model_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "medvl-model"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+TEXT_ENCODER_DIR = "text_encoder"
+
+
+def git_commit() -> str | None:
+    """The git commit of the medvl checkout this code runs from, or None outside a git checkout."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
+
+
+def _medvl_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("medvl")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def save_model_folder(
+    folder: str | os.PathLike,
+    model: nn.Module,
+    *,
+    model_type: str,
+    model_config: Mapping[str, Any],
+    preprocessing: Mapping[str, Any],
+    text_encoder: tuple[str, Any, Any] | None = None,
+    text_encoder_config_key: str = "text_encoder",
+    seed: int | None = None,
+    training_manifest: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a portable model folder atomically.
+
+    Args:
+        folder: destination folder; it must not exist unless ``overwrite``.
+        model: the plain PyTorch model whose ``state_dict`` is saved.
+        model_type: ``"lsms"``, ``"carzero"`` or ``"brgsa"``; loading checks it.
+        model_config: the model's constructor arguments (JSON-serialisable).
+        preprocessing: the full input preprocessing (window, spacing, slices, image size, normalisation, ...).
+        text_encoder: ``(prefix, hf_model, tokenizer)``: the state-dict prefix of the Hugging Face text model inside
+            ``model`` and the objects to ``save_pretrained`` into ``text_encoder/``. The saved config then points
+            ``model_config[text_encoder_config_key]`` at that subfolder. Defaults to None (no text encoder).
+        text_encoder_config_key: which constructor argument names the text encoder. Defaults to "text_encoder".
+        seed: training seed. Defaults to None.
+        training_manifest: ``{"path", "sha256", "rows"}`` of the training manifest. Defaults to None.
+        extra: further JSON-serialisable fields (e.g. metrics). Defaults to None.
+        overwrite: replace an existing folder. Defaults to False.
+
+    Returns:
+        The folder's path.
+    """
+    target = Path(folder)
+    if target.exists() and not overwrite:
+        raise InputError(f"output folder {target} already exists; choose another path or pass overwrite")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    config_model = dict(model_config)
+    text_info: dict[str, Any] | None = None
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        if text_encoder is not None:
+            prefix, hf_model, tokenizer = text_encoder
+            state = {name: tensor for name, tensor in state.items() if not name.startswith(prefix)}
+            hf_model.save_pretrained(staging / TEXT_ENCODER_DIR)
+            tokenizer.save_pretrained(staging / TEXT_ENCODER_DIR)
+            text_info = {"source": config_model.get(text_encoder_config_key), "state_prefix": prefix}
+            config_model[text_encoder_config_key] = TEXT_ENCODER_DIR
+        from safetensors.torch import save_file
+
+        save_file(state, str(staging / WEIGHTS_NAME))
+        config = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "model_type": model_type,
+            "medvl_version": _medvl_version(),
+            "git_commit": git_commit(),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "model": config_model,
+            "preprocessing": dict(preprocessing),
+            "text_encoder": text_info,
+            "seed": seed,
+            "training_manifest": dict(training_manifest) if training_manifest else None,
+            **(dict(extra) if extra else {}),
+        }
+        (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("wrote %s model folder %s", model_type, target)
+    return target
+
+
+def read_model_config(folder: str | os.PathLike, expected_type: str) -> dict[str, Any]:
+    """Read and validate ``config.json`` of a model folder.
+
+    The returned ``config["model"]`` has a relative text-encoder subfolder already resolved to an absolute path.
+
+    Raises:
+        InputError: not a medvl model folder, another model type, or a newer format version.
+    """
+    root = Path(folder)
+    config_path = root / CONFIG_NAME
+    if not root.is_dir():
+        raise InputError(f"model folder {root} does not exist or is not a folder")
+    if not config_path.is_file():
+        raise InputError(f"{root} is not a medvl model folder: {CONFIG_NAME} is missing")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{config_path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
+        raise InputError(f"{config_path} is not a medvl model config (no \"format\": \"{FORMAT_NAME}\")")
+    if config.get("model_type") != expected_type:
+        raise InputError(
+            f"{root} holds a {config.get('model_type')!r} model, but a {expected_type!r} model was expected; "
+            f"use the `{config.get('model_type')}` command for it"
+        )
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise InputError(
+            f"{root} was written by a newer medvl (format version {config['format_version']}, this reads "
+            f"{FORMAT_VERSION}); upgrade medvl"
+        )
+    if not (root / WEIGHTS_NAME).is_file():
+        raise InputError(f"{root} is incomplete: {WEIGHTS_NAME} is missing")
+    text_info = config.get("text_encoder")
+    if text_info:
+        for key, value in config["model"].items():
+            if value == TEXT_ENCODER_DIR:
+                config["model"][key] = str((root / TEXT_ENCODER_DIR).resolve())
+    return config
+
+
+def load_model_weights(folder: str | os.PathLike, model: nn.Module, config: Mapping[str, Any]) -> None:
+    """Load ``model.safetensors`` into ``model``; only the text encoder's keys may be absent (they load from
+    ``text_encoder/``).
+
+    Raises:
+        InputError: the weights do not match the model built from ``config``.
+    """
+    from safetensors.torch import load_file
+
+    weights_path = Path(folder) / WEIGHTS_NAME
+    try:
+        state = load_file(str(weights_path))
+    except Exception as err:  # safetensors raises its own error types
+        raise InputError(f"{weights_path} is not a readable safetensors file: {err}") from err
+    result = model.load_state_dict(state, strict=False)
+    prefix = (config.get("text_encoder") or {}).get("state_prefix")
+    missing = [name for name in result.missing_keys if not (prefix and name.startswith(prefix))]
+    if missing or result.unexpected_keys:
+        raise InputError(
+            f"{weights_path} does not match the model described by its config.json: missing "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {list(result.unexpected_keys)[:5]}"
+        )
+    model.eval()
