@@ -100,6 +100,9 @@ class TextEncoder(nn.Module):
         path = resolve_text_encoder_path(model_name_or_path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if getattr(self.model, "pooler", None) is not None:
+            # the pooled output is never used; dropping the pooler keeps every parameter trainable (DDP-safe)
+            self.model.pooler = None
         num_layers = self.model.config.num_hidden_layers
         if not 1 <= last_n_layers <= num_layers:
             raise ValueError(
