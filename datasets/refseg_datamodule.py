@@ -1,0 +1,227 @@
+"""LightningDataModule for referring segmentation from a ``refseg-1`` manifest (RefHL-Seg style or converted LViT)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from datasets.cache import PreprocessCache, cache_key
+from datasets.errors import InputError
+from datasets.refseg import SPLITS, RefSegRow, load_sample, read_refseg_manifest
+from datasets.slices import LIVER_WINDOW, SlicePreprocessing
+
+__all__ = ["RefSegDataset", "RefSegDataModule", "collate_refseg", "seed_worker"]
+
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+class RefSegDataset(Dataset):
+    """Samples of manifest rows, optionally cached on disk and augmented.
+
+    Args:
+        rows: the manifest rows to serve.
+        preprocessing: slice preprocessing.
+        cache_dir: folder of a :class:`~datasets.cache.PreprocessCache`; cached images are stored as float16 (the
+            rounding, at most 2**-11 relative, is below the 1 HU step of a 400 HU window). Defaults to None (no cache).
+        flip_lr: mirror image and mask left-right with probability 0.5 and swap "left"/"right" in the text
+            (:func:`datasets.laterality.swap_laterality_words`). Defaults to False.
+        intensity_jitter: ``j`` of a random contrast/brightness change ``x * (1 + a) + b``, ``a, b ~ U(-j, j)``,
+            clipped to ``[0, 1]``. Defaults to 0.0 (off).
+        seed: seed of the augmentation generator (re-seeded per worker by :func:`seed_worker`). Defaults to 0.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[RefSegRow],
+        preprocessing: SlicePreprocessing,
+        cache_dir: str | None = None,
+        flip_lr: bool = False,
+        intensity_jitter: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.rows = list(rows)
+        self.preprocessing = preprocessing
+        self.cache = PreprocessCache(cache_dir) if cache_dir else None
+        self.flip_lr = flip_lr
+        self.intensity_jitter = intensity_jitter
+        self.generator = torch.Generator().manual_seed(seed)
+        self._swap_words = None
+        if flip_lr:
+            from datasets.laterality import swap_laterality_words
+
+            self._swap_words = swap_laterality_words
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _load(self, row: RefSegRow) -> dict[str, Any]:
+        if self.cache is None:
+            return load_sample(row, self.preprocessing)
+
+        def compute() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+            sample = load_sample(row, self.preprocessing)
+            image, mask = sample["image"].numpy(), sample["mask"].numpy()
+            return {"image": image.astype(np.float16), "mask": mask.astype(np.uint8)}, sample["meta"]
+
+        key = cache_key([row.image, row.mask], row.fields(), self.preprocessing.to_dict())
+        arrays, meta = self.cache.get_or_compute(key, compute)
+        image = torch.from_numpy(arrays["image"].astype(np.float32))
+        mask = torch.from_numpy(arrays["mask"].astype(np.float32))
+        return {"image": image, "mask": mask, "text": row.text, "label": None, "meta": meta}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self._load(self.rows[index])
+        if self.flip_lr and torch.rand((), generator=self.generator) < 0.5:
+            sample["image"] = sample["image"].flip(-1)  # display columns run patient right -> left
+            sample["mask"] = sample["mask"].flip(-1)
+            sample["text"] = self._swap_words(sample["text"])
+            sample["meta"] = sample["meta"] | {"flipped_lr": True}
+        if self.intensity_jitter > 0:
+            scale, shift = (torch.rand(2, generator=self.generator) * 2 - 1) * self.intensity_jitter
+            sample["image"] = (sample["image"] * (1 + scale) + shift).clamp(0.0, 1.0)
+        return sample
+
+
+def collate_refseg(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch samples: ``image`` (B, C, H, W) and ``mask`` (B, 1, H, W) float32 tensors; ``text``, ``label`` and
+    ``meta`` as lists."""
+    return {
+        "image": torch.stack([sample["image"] for sample in samples]),
+        "mask": torch.stack([sample["mask"] for sample in samples]),
+        "text": [sample["text"] for sample in samples],
+        "label": [sample["label"] for sample in samples],
+        "meta": [sample["meta"] for sample in samples],
+    }
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive the worker's augmentation, NumPy and ``random`` seeds from torch's
+    per-worker seed (itself drawn from the loader's seeded generator), so runs are reproducible."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    info = get_worker_info()
+    if info is not None and isinstance(info.dataset, RefSegDataset):
+        info.dataset.generator.manual_seed(seed)
+
+
+class RefSegDataModule(L.LightningDataModule):
+    """Referring-segmentation data from a ``refseg-1`` manifest; splits come from its ``split`` column.
+
+    Batches are dicts: ``image`` float32 (B, C, H, W) in ``[0, 1]`` with ``C = 2 * context_slices + 1`` and
+    ``H = W = image_size``; ``mask`` float32 (B, 1, H, W) in ``{0, 1}``; ``text`` list[str]; ``label`` list (None for
+    segmentation); ``meta`` list[dict] (row fields, slice affine, and the geometry for
+    :func:`datasets.slices.restore_slice`).
+
+    Args:
+        manifest: path of the ``refseg-1`` CSV.
+        window: HU window ``(low, high)``. Defaults to ``(-160.0, 240.0)`` (level 40, width 400).
+        image_size: side of the square model input. Defaults to 128.
+        context_slices: neighbouring slices per side stacked as channels. Defaults to 0.
+        already_hu: stored DICOM values are already HU (see :func:`datasets.ct.read_ct`). Defaults to False.
+        batch_size: samples per batch. Defaults to 8.
+        num_workers: DataLoader worker processes. Defaults to 0.
+        cache_dir: folder caching preprocessed samples (see :mod:`datasets.cache`). Defaults to None.
+        seed: seed of shuffling and augmentation. Defaults to 0.
+        flip_lr: left-right flip augmentation of training samples, swapping laterality words in the text.
+            Defaults to False: a flipped "lesion in the right lobe" is only correct if the text is rewritten too.
+        intensity_jitter: strength of random contrast/brightness on training images. Defaults to 0.0 (off).
+
+    Example::
+
+        data = RefSegDataModule("refhl/manifest.csv", image_size=128, batch_size=4)
+        data.setup("fit")
+        batch = next(iter(data.train_dataloader()))
+        batch["image"].shape  # torch.Size([4, 1, 128, 128])
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        window: tuple[float, float] = LIVER_WINDOW,
+        image_size: int = 128,
+        context_slices: int = 0,
+        already_hu: bool = False,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        seed: int = 0,
+        flip_lr: bool = False,
+        intensity_jitter: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise InputError(f"num_workers must be >= 0, got {num_workers}")
+        if not 0.0 <= intensity_jitter < 1.0:
+            raise InputError(f"intensity_jitter must be in [0, 1), got {intensity_jitter}")
+        self.save_hyperparameters()
+        self.manifest = manifest
+        self.preprocessing = SlicePreprocessing(tuple(window), image_size, context_slices, already_hu)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.flip_lr = flip_lr
+        self.intensity_jitter = intensity_jitter
+        self.datasets: dict[str, RefSegDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Validate the manifest early (every row, every file path); stores nothing."""
+        read_refseg_manifest(self.manifest)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets a stage needs from the manifest's ``split`` column.
+
+        Raises:
+            InputError: the manifest is invalid or has no rows for a split the stage needs.
+        """
+        manifest = read_refseg_manifest(self.manifest)
+        splits = _STAGE_SPLITS.get(stage, tuple(name for name in SPLITS if manifest.rows(name)))
+        for split in splits:
+            rows = manifest.rows(split)
+            if not rows:
+                raise InputError(
+                    f"{self.manifest} has no rows for split {split!r}, needed by stage {stage!r}; "
+                    f"rows per split: {manifest.splits}"
+                )
+            train = split == "train"
+            self.datasets[split] = RefSegDataset(
+                rows, self.preprocessing, self.cache_dir,
+                flip_lr=self.flip_lr and train, intensity_jitter=self.intensity_jitter if train else 0.0,
+                seed=self.seed,
+            )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise InputError(f"split {split!r} is not set up; call setup() for a stage that uses it first")
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_refseg,
+            worker_init_fn=seed_worker,
+            generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, in manifest order."""
+        return self._loader("test", shuffle=False)
