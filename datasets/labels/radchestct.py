@@ -1,0 +1,130 @@
+"""RAD-ChestCT label tables and ``.npz`` volumes.
+
+Public files (Draelos et al. 2021, Zenodo; 3,630 volumes in the public release):
+
+* ``img{train,valid,test}_Abnormality_and_Location_Labels.csv``: ``NoteAcc_DEID`` (the volume key, e.g. ``tst32575``)
+  then one ``<abnormality>*<location>`` column per pair (e.g. ``nodule*right_lung``), values ``0``/``1``. An
+  abnormality is positive when any of its locations is (OR over locations).
+* A location-merged table with plain abnormality columns (BrgSA's ``merged_abnormality_labels_with_id.csv``) is read
+  as is.
+* ``<NoteAcc_DEID>.npz``: a NumPy archive whose key ``ct`` holds the volume (int16 HU), slice axis first. The public
+  volumes were resampled to 0.8 mm isotropic (BrgSA's ``data_process_radchestct.py`` default); the archive itself
+  stores no spacing or direction, so :func:`read_radchestct_volume` reports the spacing as that documented value.
+
+Zero-shot classes (BrgSA, research notes "brgsa.md" 2.3): the 16 RAD abnormalities :data:`CLASSES` matched to CT-RATE
+findings (:data:`DISPLAY_NAMES`); CT-RATE's Mosaic attenuation pattern has no counterpart and is dropped; RAD's
+``calcification`` is scored by the larger of the Arterial-wall and Coronary-artery-wall calcification scores.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datasets.errors import InputError
+from datasets.labels.base import LabelSet, check_unique_ids, parse_binary, read_csv_table, require_columns
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CLASSES",
+    "DISPLAY_NAMES",
+    "VOLUME_KEY",
+    "SPACING_MM",
+    "RadChestCTVolume",
+    "read_radchestct_labels",
+    "read_radchestct_volume",
+]
+
+FORMAT_VERSION = "rad-chestct-1"
+CLASSES = [
+    "catheter_or_port", "calcification", "cardiomegaly", "pericardial_effusion", "hernia", "lymphadenopathy",
+    "emphysema", "atelectasis", "nodule", "opacity", "scarring", "pleural_effusion", "bronchial_wall_thickening",
+    "consolidation", "bronchiectasis", "septal_thickening",
+]
+DISPLAY_NAMES = [
+    "Medical material", "Calcification", "Cardiomegaly", "Pericardial effusion", "Hiatal hernia", "Lymphadenopathy",
+    "Emphysema", "Atelectasis", "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela", "Pleural effusion",
+    "Peribronchial thickening", "Consolidation", "Bronchiectasis", "Interlobular septal thickening",
+]
+VOLUME_KEY = "ct"
+SPACING_MM = (0.8, 0.8, 0.8)
+
+
+@dataclass(frozen=True)
+class RadChestCTVolume:
+    """One RAD-ChestCT volume and what is known of its geometry.
+
+    Attributes:
+        array: the ``ct`` array as stored, ``(slices, rows, columns)``.
+        spacing: voxel spacing in mm along the array axes (the release's documented 0.8 mm isotropic; not in the file).
+        source: the ``.npz`` file.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    source: Path
+
+
+def read_radchestct_labels(path: str | os.PathLike, classes: Sequence[str] = tuple(CLASSES)) -> LabelSet:
+    """Read a RAD-ChestCT label table (per-location or location-merged) into a :class:`LabelSet`.
+
+    Args:
+        path: the CSV file.
+        classes: abnormalities to read, in this order. Defaults to the 16 zero-shot :data:`CLASSES`.
+
+    Returns:
+        A label set keyed by ``NoteAcc_DEID``; ``image_relpaths`` are ``<NoteAcc_DEID>.npz``.
+
+    Raises:
+        InputError: a missing ``NoteAcc_DEID`` column, an abnormality with no column, a value other than 0/1, or a
+            duplicate volume key.
+    """
+    path = Path(path)
+    header, rows = read_csv_table(path)
+    require_columns(path, header, ["NoteAcc_DEID"])
+    check_unique_ids(path, "NoteAcc_DEID", rows)
+    per_location = any("*" in name for name in header)
+    columns = {
+        name: [col for col in header if col.split("*", 1)[0] == name] if per_location else [name] for name in classes
+    }
+    missing = [name for name, cols in columns.items() if not cols or not set(cols) <= set(header)]
+    if missing:
+        kind = "'<abnormality>*<location>' columns" if per_location else "columns"
+        raise InputError(f"{path}: no {kind} for abnormality(ies) {missing}")
+    labels = np.zeros((len(rows), len(classes)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, name in enumerate(classes):
+            labels[i, j] = max(parse_binary(row.values[col], path, row.number, col) for col in columns[name])
+    ids = [row.values["NoteAcc_DEID"] for row in rows]
+    meta = [{"row": row.number} for row in rows]
+    return LabelSet(ids, list(classes), labels, meta, path, FORMAT_VERSION, [f"{key}.npz" for key in ids])
+
+
+def read_radchestct_volume(path: str | os.PathLike) -> RadChestCTVolume:
+    """Read one RAD-ChestCT ``.npz`` volume (key ``ct``) without unpickling anything.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        InputError: not a NumPy ``.npz`` archive, no ``ct`` key (the message lists the keys found), or not a 3-D array.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "no RAD-ChestCT volume", str(path))
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise InputError(f"{path} is not a readable NumPy .npz archive: {err}") from err
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise InputError(f"{path}: expected a .npz archive with key {VOLUME_KEY!r}, got a single .npy array")
+    with loaded as archive:
+        if VOLUME_KEY not in archive.files:
+            raise InputError(f"{path}: no array {VOLUME_KEY!r} in the archive; it holds {archive.files}")
+        array = archive[VOLUME_KEY]
+    if array.ndim != 3:
+        raise InputError(f"{path}: array {VOLUME_KEY!r} has shape {array.shape}; expected a 3-D volume")
+    return RadChestCTVolume(array, SPACING_MM, path)
