@@ -109,6 +109,11 @@ class TextEncoder(nn.Module):
             source, local_files_only=local_only, trust_remote_code=trust_remote_code
         )
         self.model = AutoModel.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust_remote_code)
+        # BERT's pooler head feeds none of the poolings; freezing it keeps it loadable from checkpoints while
+        # distributed training does not wait for gradients that never come.
+        pooler = getattr(self.model, "pooler", None)
+        if isinstance(pooler, nn.Module):
+            pooler.requires_grad_(False)
         num_layers = int(getattr(self.model.config, "num_hidden_layers", last_n_layers))
         if not 1 <= last_n_layers <= num_layers:
             raise ValueError(f"last_n_layers must be between 1 and {num_layers} for {name!r}, got {last_n_layers}")
