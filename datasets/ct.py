@@ -257,13 +257,9 @@ def _read_series(folder: Path, *, already_hu: bool, on_problem: str) -> tuple[np
     if len(files) > 1:
         _check_gaps(folder, files, positions, on_problem, problems)
 
-    slices, rescales = [], []
-    for name in files:
-        array, affine_k, rescale = _decode_slice(Path(name), already_hu=already_hu)
-        slices.append(array)
-        rescales.append(rescale)
-        if len(slices) == 1:
-            affine = affine_k
+    decoded = [_decode_slice(Path(name), already_hu=already_hu) for name in files]
+    rescales = [rescale for _, _, rescale in decoded]
+    affine = decoded[0][1]  # in-plane columns and origin from the first (lowest) slice
     if len(files) > 1:  # mean step between the first and last slice centres (LPS)
         first = np.asarray(headers[0].ImagePositionPatient, dtype=np.float64)
         last = np.asarray(headers[-1].ImagePositionPatient, dtype=np.float64)
@@ -283,7 +279,7 @@ def _read_series(folder: Path, *, already_hu: bool, on_problem: str) -> tuple[np
             "problems": problems,
         }
     )
-    return np.stack(slices, axis=-1), affine, meta
+    return np.stack([array for array, _, _ in decoded], axis=-1), affine, meta
 
 
 def _discover_series(folder: Path) -> dict[str, tuple[list[str], str]]:
