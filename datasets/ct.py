@@ -78,7 +78,8 @@ class CTVolume:
             ``series_description``, ``rescale_slope``, ``rescale_intercept``, ``rescale_applied``, ``already_hu``,
             ``orientation`` (axis codes such as "LPS"), ``canonical``, ``hu_plausible`` (False when no value is below 0,
             None when not checked: non-CT DICOM), ``problems`` (tolerated with
-            ``on_problem="warn"``), and for series ``files`` and ``slice_positions`` (mm along the normal, sorted).
+            ``on_problem="warn"``), and for DICOM ``files`` and ``slice_positions`` (mm along the normal, sorted);
+            ``rescale_slope``/``rescale_intercept`` become per-slice lists when the slices of a series differ.
     """
 
     array: np.ndarray
