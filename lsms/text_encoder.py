@@ -92,6 +92,10 @@ class TextEncoder(nn.Module):
         trust_remote_code: allow the model repository's own Python code to run (needed by CXR-BERT). Only set it
             for repositories you trust. Defaults to False.
 
+    Attributes:
+        num_truncated: texts truncated to ``max_length`` so far (with the cache, each distinct text is tokenised, and
+            so counted, once).
+
     Example::
 
         encoder = TextEncoder("offline:all-MiniLM-L6-v2")
@@ -129,6 +133,8 @@ class TextEncoder(nn.Module):
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
+        elif isinstance(getattr(self.model, "pooler", None), nn.Module):
+            self.model.pooler.requires_grad_(False)  # only last_hidden_state is used; the pooler would get no gradient
 
     @property
     def hidden_size(self) -> int:
