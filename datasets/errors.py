@@ -21,9 +21,9 @@ class InputError(MedvlError, ValueError):
 class MissingDependencyError(MedvlError, ImportError):
     """An optional dependency is needed; the message names the pip extra that provides it."""
 
-    def __init__(self, what: str, extra: str, package: str) -> None:
+    def __init__(self, what: str, extra: str, package: str, message: str | None = None) -> None:
         super().__init__(
-            f"{what} needs the optional package `{package}`: install it with `pip install 'medvl[{extra}]'`"
+            message or f"{what} needs the optional package `{package}`: install it with `pip install 'medvl[{extra}]'`"
         )
         self.extra = extra
         self.package = package
