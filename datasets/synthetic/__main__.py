@@ -1,0 +1,76 @@
+"""Command line of the synthetic benchmarks: ``python -m datasets.synthetic refhl --out DIR [options]``.
+
+Exit status 0 on success, 2 on bad input (one line on stderr; ``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from datasets.cli_utils import run_cli, setup_logging
+from datasets.synthetic.phantom import SUPPORTED_ORIENTATIONS
+from datasets.synthetic.refhl import generate_refhl
+from datasets.synthetic.spec import REFHL_V1
+
+__all__ = ["build_parser", "main"]
+
+PROGRAM = "python -m datasets.synthetic"
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (one sub-command per benchmark)."""
+    parser = argparse.ArgumentParser(prog=PROGRAM, description="Generate synthetic medvl benchmarks.")
+    commands = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    refhl = commands.add_parser(
+        "refhl", help="RefHL-Seg-style referring liver-lesion segmentation on CT phantoms (spec v1)",
+        description="Write CT phantoms (NIfTI), lesion label volumes, manifest.csv (refseg-1), benchmark.json and "
+        "README.md into --out.",
+    )
+    refhl.add_argument("--out", required=True, help="output folder (missing or empty, unless --overwrite)")
+    refhl.add_argument("--seed", type=_count, default=0, help="random seed (default: 0)")
+    for split in ("train", "val", "test"):
+        refhl.add_argument(
+            f"--{split}-cases", type=_count, default=REFHL_V1.cases(split),
+            help=f"number of {split} cases (default: {REFHL_V1.cases(split)})",
+        )
+    refhl.add_argument(
+        "--orientation", choices=SUPPORTED_ORIENTATIONS, default="RAS",
+        help="array order of the stored volumes; the world-space content is the same (default: RAS)",
+    )
+    refhl.add_argument("--overwrite", action="store_true", help="replace a benchmark already in --out")
+    refhl.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Parse ``argv`` and generate; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        spec = dataclasses.replace(
+            REFHL_V1, train_cases=args.train_cases, val_cases=args.val_cases, test_cases=args.test_cases
+        )
+    except ValueError as err:
+        from datasets.errors import InputError
+
+        raise InputError(str(err)) from err
+    info = generate_refhl(args.out, spec, seed=args.seed, orientation=args.orientation, overwrite=args.overwrite)
+    counts = ", ".join(f"{split}: {c['cases']} cases, {c['rows']} rows" for split, c in info["splits"].items())
+    print(f"wrote {args.out} ({counts})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(PROGRAM, main))
