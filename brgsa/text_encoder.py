@@ -78,7 +78,7 @@ class TextEncoder(nn.Module):
         max_length: maximum tokens per text, special tokens included; longer texts are truncated, counted in
             :attr:`num_truncated` and logged. Defaults to 97 (the released model's).
         pooling: one of :data:`SUPPORTED_POOLING`. Defaults to "gloria".
-        last_n_layers: hidden layers summed by ``"gloria"`` pooling. Defaults to 4.
+        last_n_layers: hidden layers summed by ``"gloria"`` pooling (ignored by the others). Defaults to 4.
         trust_remote_code: let the model repository run its own Python code. Defaults to False.
 
     Example::
@@ -115,7 +115,7 @@ class TextEncoder(nn.Module):
         if isinstance(pooler, nn.Module):
             pooler.requires_grad_(False)
         num_layers = int(getattr(self.model.config, "num_hidden_layers", last_n_layers))
-        if not 1 <= last_n_layers <= num_layers:
+        if pooling == "gloria" and not 1 <= last_n_layers <= num_layers:
             raise ValueError(f"last_n_layers must be between 1 and {num_layers} for {name!r}, got {last_n_layers}")
         self.name = name
         self.max_length = max_length
