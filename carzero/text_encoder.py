@@ -99,7 +99,8 @@ class TextEncoder(nn.Module):
             raise ValueError(f"max_length must leave room for [CLS], one token and [SEP], got {max_length}")
         path = resolve_text_encoder_path(model_name_or_path)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        # from_pretrained returns the model in eval mode; follow nn.Module's convention (train until .eval())
+        self.model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code).train()
         if getattr(self.model, "pooler", None) is not None:
             # the pooled output is never used; dropping the pooler keeps every parameter trainable (DDP-safe)
             self.model.pooler = None
