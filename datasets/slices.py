@@ -265,6 +265,8 @@ def prepare_slice_stack(
     geometry = _geometry(orientation, stored_shape, preprocessing.image_size)
     low, high = preprocessing.window
     stack = np.stack([orientation.apply(np.asarray(s, dtype=np.float32)) for s in slices])  # (C, H, W)
+    if not np.isfinite(stack).all():
+        raise InputError(f"{source}: the slice holds NaN/inf values; expected finite HU")
     stack = (np.clip(stack, low, high) - low) / (high - low)
     image = np.clip(_resize(_pad_square(stack, geometry), preprocessing.image_size, "bilinear"), 0.0, 1.0)
     return image.astype(np.float32), geometry
@@ -287,6 +289,8 @@ def prepare_2d_image(
     plane = np.asarray(array, dtype=np.float32)
     if plane.ndim != 2:
         raise InputError(f"{source}: expected a 2D image (H, W), got shape {plane.shape}")
+    if not np.isfinite(plane).all():
+        raise InputError(f"{source}: the image holds NaN/inf values")
     if is_hu:
         low, high = preprocessing.window
         plane = (np.clip(plane, low, high) - low) / (high - low)
