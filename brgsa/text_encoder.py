@@ -114,6 +114,9 @@ class TextEncoder(nn.Module):
         pooler = getattr(self.model, "pooler", None)
         if isinstance(pooler, nn.Module):
             pooler.requires_grad_(False)
+        # `from_pretrained` returns the model in eval mode; follow the nn.Module convention (train mode after
+        # construction) so that its dropout is active in training like the ViT's, and `.eval()` applies to both.
+        self.model.train()
         num_layers = int(getattr(self.model.config, "num_hidden_layers", last_n_layers))
         if pooling == "gloria" and not 1 <= last_n_layers <= num_layers:
             raise ValueError(f"last_n_layers must be between 1 and {num_layers} for {name!r}, got {last_n_layers}")
