@@ -54,8 +54,9 @@ def region_sentence_contrastive_loss(
     """Symmetric InfoNCE between mask-pooled visual regions and sentence embeddings across the batch.
 
     Each sample's region embedding is the mean of its pixel embeddings under its ground-truth mask. Samples with an
-    empty mask have no region and are left out. Samples sharing the same text are all positives of each other (soft
-    targets), so duplicated expressions in a batch are not pushed apart. Computed per device batch (no gather).
+    empty mask have no region and are left out. A sample whose text repeats another sample's text is neither a positive
+    nor a negative of it (masked out of the softmax), so duplicated expressions in a batch are not pushed apart.
+    Computed per device batch (no gather).
 
     Args:
         pixel_embeds: (B, E, h, w) L2-normalised pixel embeddings covering the input padded at its bottom/right.
@@ -76,14 +77,12 @@ def region_sentence_contrastive_loss(
     regions = F.normalize(regions[valid], dim=-1)  # (V, E)
     sentences = sentence_embeds[valid]  # (V, E)
     logits = logit_scale * regions @ sentences.t()  # (V, V)
-    if texts is None:
-        targets = torch.eye(len(regions), device=logits.device, dtype=logits.dtype)
-    else:
+    if texts is not None:
         kept = [text for text, keep in zip(texts, valid.tolist()) if keep]
-        targets = torch.tensor(
-            [[float(a == b) for b in kept] for a in kept], device=logits.device, dtype=logits.dtype
-        )  # (V, V), symmetric
-    targets = targets / targets.sum(1, keepdim=True)
+        duplicate = torch.tensor([[a == b for b in kept] for a in kept], device=logits.device)  # (V, V)
+        duplicate.fill_diagonal_(False)
+        logits = logits.masked_fill(duplicate, float("-inf"))  # a repeated text is neither positive nor negative
+    targets = torch.arange(len(regions), device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
 
 
