@@ -29,9 +29,11 @@ import yaml
 
 from datasets.cli_utils import setup_logging
 from datasets.errors import InputError
+from datasets.labels.base import LabelSet, read_csv_table
+from datasets.labels.ctrate import read_ctrate_labels
 from datasets.metrics import SEEDINGS, choose_thresholds, evaluate_multilabel, format_table, write_metrics
 
-__all__ = ["NAME_COLUMN", "BENCHMARK_DIR", "Table", "read_table", "benchmark_classes", "paired_arrays", "main"]
+__all__ = ["NAME_COLUMN", "BENCHMARK_DIR", "ScoreTable", "read_scores", "benchmark_classes", "load_pair", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +42,13 @@ BENCHMARK_DIR = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
 
 
 @dataclass
-class Table:
-    """A CSV of per-volume numbers.
+class ScoreTable:
+    """A CSV of per-volume scores.
 
     Attributes:
         path: the file read.
         names: volume names in row order, or None when the file has no ``VolumeName`` column.
-        columns: the numeric column names, in file order.
+        columns: the score column names, in file order.
         values: ``(N, len(columns))`` float64.
     """
 
@@ -56,57 +58,44 @@ class Table:
     values: np.ndarray
 
 
-def read_table(path: str | Path, binary: bool = False) -> Table:
-    """Read a score or label CSV.
-
-    Args:
-        path: the CSV file; a ``VolumeName`` column is optional, every other column must be numeric.
-        binary: require every value to be 0 or 1 (labels). Defaults to False (finite numbers, for scores).
+def read_scores(path: str | Path) -> ScoreTable:
+    """Read a score CSV: an optional ``VolumeName`` column, every other column finite numbers.
 
     Raises:
         FileNotFoundError: no such file.
-        InputError: empty file, duplicate or blank column names, ragged rows, a non-numeric/non-finite value or (with
-            ``binary``) a value other than 0/1, or a duplicated volume name; the message names file, line and column.
+        InputError: empty file, duplicate column names, a missing, non-numeric or non-finite value, or a duplicated
+            volume name; the message names the file, the row (header = row 1) and the column.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.reader(handle))
-    if not rows or not rows[0]:
-        raise InputError(f"{path} is empty; expected a CSV header line")
-    header = [name.strip() for name in rows[0]]
+    header, rows = read_csv_table(path)
     if len(set(header)) != len(header) or "" in header:
         raise InputError(f"{path}: the header has duplicate or blank column names: {header}")
-    body = [(line, row) for line, row in enumerate(rows[1:], start=2) if row]
-    if not body:
+    if not rows:
         raise InputError(f"{path} has a header but no data rows")
-    name_index = header.index(NAME_COLUMN) if NAME_COLUMN in header else None
-    columns = [name for i, name in enumerate(header) if i != name_index]
-    values = np.empty((len(body), len(columns)))
-    for r, (line, row) in enumerate(body):
-        if len(row) != len(header):
-            raise InputError(f"{path}, line {line}: {len(row)} fields, but the header has {len(header)}")
-        cells = [cell for i, cell in enumerate(row) if i != name_index]
-        for c, cell in enumerate(cells):
-            values[r, c] = _number(cell, binary, f"{path}, line {line}, column {columns[c]!r}")
+    columns = [name for name in header if name != NAME_COLUMN]
+    values = np.empty((len(rows), len(columns)))
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            values[r, c] = _score(row.values.get(column), f"{path}: row {row.number}, column {column!r}")
     names = None
-    if name_index is not None:
-        names = [row[name_index].strip() for _, row in body]
-        seen: dict[str, int] = {}
-        for (line, _), name in zip(body, names):
-            if name in seen:
-                raise InputError(f"{path}, line {line}: volume {name!r} already appears on line {seen[name]}")
-            seen[name] = line
-    return Table(path, names, columns, values)
+    if NAME_COLUMN in header:
+        names = [row.values.get(NAME_COLUMN, "") for row in rows]
+        first: dict[str, int] = {}
+        for row, name in zip(rows, names):
+            if name in first:
+                raise InputError(f"{path}: row {row.number}: volume {name!r} already appears in row {first[name]}")
+            first[name] = row.number
+    return ScoreTable(path, names, columns, values)
 
 
-def _number(cell: str, binary: bool, where: str) -> float:
-    """Parse one cell; ``where`` names file, line and column in the error."""
+def _score(cell: str | None, where: str) -> float:
+    """Parse one score cell; ``where`` names file, row and column in the error."""
+    if cell is None:
+        raise InputError(f"{where}: missing value (the row has fewer fields than the header)")
     try:
         value = float(cell)
     except ValueError:
         raise InputError(f"{where}: {cell!r} is not a number") from None
-    if binary and value not in (0.0, 1.0):
-        raise InputError(f"{where}: label {cell!r}; expected 0 or 1")
     if not np.isfinite(value):
         raise InputError(f"{where}: {cell!r} is not a finite number")
     return value
@@ -114,6 +103,9 @@ def _number(cell: str, binary: bool, where: str) -> float:
 
 def benchmark_classes(name: str) -> tuple[list[str], Path]:
     """The class list of benchmark ``name``, from ``configs/benchmarks/<name>.yaml`` (key ``classes``).
+
+    Returns:
+        The class names and the YAML file's path.
 
     Raises:
         InputError: no such benchmark (the message lists those that exist), or the file has no list of class names.
@@ -129,14 +121,15 @@ def benchmark_classes(name: str) -> tuple[list[str], Path]:
     return classes, path
 
 
-def paired_arrays(
-    scores: Table, labels: Table, classes: list[str] | None = None
+def load_pair(
+    scores_path: str | Path, labels_path: str | Path, classes: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Pair the rows of a score table with a label table and select the classes to evaluate.
+    """Read a score CSV and a CT-RATE-format label CSV, pair their rows and select the classes to evaluate.
 
     Args:
-        scores: score table; numbered columns ``0..C-1`` are positions in the class list, other columns are names.
-        labels: CT-RATE-format label table (must have ``VolumeName``).
+        scores_path: score CSV; numbered columns ``0..C-1`` are positions in the class list, other columns are class
+            names. With a ``VolumeName`` column rows are matched by name, without one by row order.
+        labels_path: label CSV, ``VolumeName`` + one 0/1 column per class.
         classes: class list (e.g. a benchmark's). Defaults to the label columns (the scored ones when the score
             columns are names).
 
@@ -144,28 +137,27 @@ def paired_arrays(
         ``(scores (N, K), labels (N, K), class names (K,))`` with rows in the order of the score file.
 
     Raises:
-        InputError: a class missing from either file, a score volume absent from the labels, or (score file without
-            volume names) different row counts.
+        InputError: a class missing from either file, a score column that is no label column, a bad label value, a
+            score volume absent from the labels, or (score file without volume names) different row counts.
     """
-    if labels.names is None:
-        raise InputError(f"{labels.path}: no {NAME_COLUMN!r} column; expected CT-RATE's label format")
+    scores = read_scores(scores_path)
+    label_columns = [name for name in _header(Path(labels_path)) if name != NAME_COLUMN]
     numbered = all(column.isdigit() for column in scores.columns)
-    if classes is None:
-        classes = labels.columns if numbered else [c for c in labels.columns if c in scores.columns]
-    for column in [] if numbered else scores.columns:
-        if column not in labels.columns:
+    if not numbered:
+        unknown = [column for column in scores.columns if column not in label_columns]
+        if unknown:
             raise InputError(
-                f"{scores.path}: score column {column!r} has no abnormality column in {labels.path} "
-                f"(its columns: {', '.join(labels.columns)})"
+                f"{scores.path}: score column(s) {unknown} have no abnormality column in {labels_path} "
+                f"(its columns: {', '.join(label_columns)})"
             )
-    for name in classes:
-        if name not in labels.columns:
-            raise InputError(f"{labels.path}: no column for class {name!r} (its columns: {', '.join(labels.columns)})")
+    if classes is None:
+        classes = label_columns if numbered else [name for name in label_columns if name in scores.columns]
+    labels = read_ctrate_labels(labels_path, classes, layout="flat")
     if numbered:
         if scores.columns != [str(i) for i in range(len(classes))]:
             raise InputError(
-                f"{scores.path}: numbered score columns must be 0..{len(classes) - 1}, one per class in "
-                f"{classes}; found {scores.columns}"
+                f"{scores.path}: numbered score columns must be 0..{len(classes) - 1}, one per class of {classes}; "
+                f"found {scores.columns}"
             )
         score_columns = list(range(len(classes)))
     else:
@@ -173,27 +165,33 @@ def paired_arrays(
         if missing:
             raise InputError(f"{scores.path}: no score column for class(es) {missing}")
         score_columns = [scores.columns.index(name) for name in classes]
-    rows = _label_rows(scores, labels)
-    label_columns = [labels.columns.index(name) for name in classes]
-    return scores.values[:, score_columns], labels.values[np.ix_(rows, label_columns)], list(classes)
+    labels = _paired_labels(scores, labels)
+    return scores.values[:, score_columns], labels.labels.astype(np.float64), list(classes)
 
 
-def _label_rows(scores: Table, labels: Table) -> np.ndarray:
-    """Index of the label row of each score row."""
-    if scores.names is None:
-        if len(scores.values) != len(labels.values):
-            raise InputError(
-                f"{scores.path} has {len(scores.values)} rows but {labels.path} has {len(labels.values)}: a score file "
-                f"without a {NAME_COLUMN!r} column is paired with the labels by row order, so both need the same rows"
-            )
-        return np.arange(len(scores.values))
-    where = {name: i for i, name in enumerate(labels.names)}
-    for line, name in enumerate(scores.names, start=2):
-        if name not in where:
-            raise InputError(f"{scores.path}, line {line}: volume {name!r} is not in {labels.path}")
-    if len(scores.names) < len(labels.names):
-        logger.info("%d of %d labelled volumes have scores", len(scores.names), len(labels.names))
-    return np.array([where[name] for name in scores.names])
+def _header(path: Path) -> list[str]:
+    """The header row of a CSV file."""
+    if not path.is_file():
+        raise FileNotFoundError(2, "no label table", str(path))
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), [])
+    if NAME_COLUMN not in (name.strip() for name in header):
+        raise InputError(f"{path}: no {NAME_COLUMN!r} column; expected CT-RATE's label format, header {header}")
+    return [name.strip() for name in header]
+
+
+def _paired_labels(scores: ScoreTable, labels: LabelSet) -> LabelSet:
+    """The label rows of the score rows, in score order."""
+    if scores.names is not None:
+        if len(scores.names) < len(labels):
+            logger.info("%d of %d labelled volumes have scores", len(scores.names), len(labels))
+        return labels.select_images(scores.names, what=f"the score file {scores.path}")
+    if len(scores.values) != len(labels):
+        raise InputError(
+            f"{scores.path} has {len(scores.values)} rows but {labels.source} has {len(labels)}: a score file without "
+            f"a {NAME_COLUMN!r} column is paired with the labels by row order, so both need the same rows"
+        )
+    return labels
 
 
 class _Parser(argparse.ArgumentParser):
@@ -245,8 +243,7 @@ def main(args: list[str]) -> int:
     classes = None
     if options.benchmark:
         classes, inputs["benchmark"] = benchmark_classes(options.benchmark)
-    score_table, label_table = read_table(options.scores), read_table(options.labels, binary=True)
-    scores, labels, classes = paired_arrays(score_table, label_table, classes)
+    scores, labels, classes = load_pair(options.scores, options.labels, classes)
     thresholds = None
     if options.threshold_rule == "split":
         inputs.update(threshold_scores=options.threshold_scores, threshold_labels=options.threshold_labels)
@@ -266,7 +263,7 @@ def main(args: list[str]) -> int:
 
 def _split_thresholds(scores_path: Path, labels_path: Path, classes: list[str]) -> np.ndarray:
     """Official per-class thresholds chosen on another split; every class must be choosable there."""
-    scores, labels, _ = paired_arrays(read_table(scores_path), read_table(labels_path, binary=True), classes)
+    scores, labels, _ = load_pair(scores_path, labels_path, classes)
     thresholds = choose_thresholds(scores, labels)
     unusable = [name for name, t in zip(classes, thresholds) if np.isnan(t)]
     if unusable:

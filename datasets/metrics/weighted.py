@@ -18,7 +18,9 @@ def weighted_auroc_auprc(
     """AUROC and average precision of one class for each weighting.
 
     AUROC is the Mann-Whitney statistic (tied scores count one half); average precision is scikit-learn's step-wise
-    area under the precision-recall curve, one step per unique score.
+    area under the precision-recall curve, one step per unique score. Both are sums over the positive samples of
+    cumulative weights, found by binary search in the sorted scores, so the cost is a cumulative sum over each
+    weighting plus work proportional to the positives.
 
     Args:
         scores: ``(N,)`` scores.
@@ -29,31 +31,30 @@ def weighted_auroc_auprc(
         ``(auroc, average_precision)``, each ``(B,)``; NaN where a weighting leaves no positive (or, for AUROC, no
         negative) weight.
     """
-    order = np.argsort(scores, kind="stable")
-    ranked = scores[order]  # (N,) ascending
-    new_group = np.r_[True, ranked[1:] != ranked[:-1]]
-    starts = np.flatnonzero(new_group)  # (U,) first sorted index of each tie group
-    group = np.cumsum(new_group) - 1  # (N,) tie group of each sorted sample
-    first = starts[group]  # (N,) start of each sample's group
-    last = np.r_[starts[1:], len(ranked)][group]  # (N,) end (exclusive) of each sample's group
-    sorted_w = weights[:, order]  # (B, N)
-    pos_w = np.where(positive[order], sorted_w, 0.0)
-    neg_w = np.subtract(sorted_w, pos_w, out=sorted_w)
-    pos_cum = np.zeros((len(weights), len(ranked) + 1))  # (B, N + 1): weight before each sorted index
-    neg_cum = np.zeros_like(pos_cum)
-    np.cumsum(pos_w, axis=1, out=pos_cum[:, 1:])
-    np.cumsum(neg_w, axis=1, out=neg_cum[:, 1:])
+    positive = np.asarray(positive, dtype=bool)
+    pos_order = np.flatnonzero(positive)[np.argsort(scores[positive], kind="stable")]  # (P,) positives, ascending
+    neg_order = np.flatnonzero(~positive)[np.argsort(scores[~positive], kind="stable")]  # (M,) negatives, ascending
+    pos_scores, neg_scores = scores[pos_order], scores[neg_order]
+    pos_w = weights[:, pos_order]  # (B, P)
+    pos_cum = _cumulative(pos_w)  # (B, P + 1): positive weight of the first k positives
+    neg_cum = _cumulative(weights[:, neg_order])  # (B, M + 1)
     total_pos, total_neg = pos_cum[:, -1], neg_cum[:, -1]  # (B,)
-    neg_below = neg_cum[:, first]  # (B, N) negative weight strictly below each sample's score
-    neg_tied = neg_cum[:, last] - neg_below
-    concordant = (pos_w * (neg_below + 0.5 * neg_tied)).sum(axis=1)
+    neg_below = neg_cum[:, np.searchsorted(neg_scores, pos_scores, side="left")]  # (B, P) negatives scoring lower
+    neg_tied = neg_cum[:, np.searchsorted(neg_scores, pos_scores, side="right")] - neg_below
+    concordant = np.einsum("bp,bp->b", pos_w, neg_below + 0.5 * neg_tied)
     auroc = _ratio(concordant, total_pos * total_neg, empty=np.nan)
-    # At a sample's score the predicted positives are its tie group and everything above it.
-    tp = total_pos[:, None] - pos_cum[:, first]  # (B, N)
+    # Thresholding at a positive's score predicts everything scoring at least as high.
+    tp = total_pos[:, None] - pos_cum[:, np.searchsorted(pos_scores, pos_scores, side="left")]  # (B, P)
     predicted = tp + total_neg[:, None] - neg_below
-    precision = _ratio(tp, predicted)
-    average_precision = _ratio((pos_w * precision).sum(axis=1), total_pos, empty=np.nan)
+    average_precision = _ratio(np.einsum("bp,bp->b", pos_w, _ratio(tp, predicted)), total_pos, empty=np.nan)
     return auroc, average_precision
+
+
+def _cumulative(weights: np.ndarray) -> np.ndarray:
+    """``(B, K + 1)`` running sums of ``(B, K)`` weights, starting at 0."""
+    out = np.zeros((weights.shape[0], weights.shape[1] + 1))
+    np.cumsum(weights, axis=1, out=out[:, 1:])
+    return out
 
 
 def threshold_metrics(
