@@ -122,7 +122,7 @@ def test_vision_rejects_bad_volumes(shape, match):
 
 # ------------------------------------------------------------------------------------------------- text encoder
 def test_gloria_pooling_matches_explicit_computation(tiny_bert_dir):
-    encoder = TextEncoder(str(tiny_bert_dir), max_length=20, last_n_layers=2)
+    encoder = TextEncoder(str(tiny_bert_dir), max_length=20, last_n_layers=2).eval()  # no dropout
     token_states, sentences = encoder(TEXTS)
     input_ids, mask = encoder.tokenize(TEXTS)
     hidden = encoder.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
