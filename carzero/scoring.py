@@ -78,6 +78,7 @@ def score_all_pairs(
     image_chunk_size: int = 64,
     text_chunk_size: int = 64,
     dtype: torch.dtype | None = None,
+    text_cache: MemoryCache | None = None,
 ) -> SimilarityScores:
     """Score every image against every text from already encoded tokens.
 
@@ -89,6 +90,8 @@ def score_all_pairs(
         text_chunk_size: texts per fusion block. Defaults to 64.
         dtype: compute dtype of the fusion: None/float32 (as the model), or bfloat16/float16 under autocast.
             Defaults to None.
+        text_cache: ``model.project_text_memory(text_tokens)`` computed once and reused across calls (e.g. one call
+            per image batch); None projects it here. Defaults to None.
 
     Returns:
         :class:`SimilarityScores` with ``image_to_text`` and ``text_to_image`` of shape ``(N, M)`` (float32, or the
@@ -97,7 +100,10 @@ def score_all_pairs(
     _check_chunk_size("image_chunk_size", image_chunk_size)
     _check_chunk_size("text_chunk_size", text_chunk_size)
     with _autocast(image_tokens.global_token.device, dtype):
-        text_cache = model.project_text_memory(text_tokens)  # once per text, reused for every image
+        if text_cache is None:
+            text_cache = model.project_text_memory(text_tokens)  # once per text, reused for every image
+        elif len(text_cache) != len(text_tokens):
+            raise ValueError(f"text_cache holds {len(text_cache)} texts but text_tokens {len(text_tokens)}")
         return _score_chunked(model, image_tokens, text_tokens, text_cache, image_chunk_size, text_chunk_size)
 
 

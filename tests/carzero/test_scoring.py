@@ -89,6 +89,12 @@ def test_chunk_sizes_do_not_change_scores(model64, tokens64, image_chunk_size, t
     reference = score_all_pairs(model64, image_tokens, text_tokens, image_chunk_size=64, text_chunk_size=64)
     scores = score_all_pairs(model64, image_tokens, text_tokens, image_chunk_size, text_chunk_size)
     torch.testing.assert_close(scores.mean, reference.mean, rtol=0, atol=1e-12)
+    with torch.no_grad():
+        text_cache = model64.project_text_memory(text_tokens)
+    for first in range(0, 4, 2):  # image batches scored against one prompt cache
+        batch = score_all_pairs(model64, image_tokens.select(slice(first, first + 2)), text_tokens,
+                                image_chunk_size, text_chunk_size, text_cache=text_cache)
+        torch.testing.assert_close(batch.mean, reference.mean[first : first + 2], rtol=0, atol=1e-12)
 
 
 def test_padding_changes_no_score(model64, tokens64):
@@ -144,6 +150,10 @@ def test_ill_arg(model64, tokens64):
         CARZeroScorer(model64, PROMPTS, text_chunk_size=-1)
     with pytest.raises(ValueError, match="dtype"):
         score_all_pairs(model64, image_tokens, text_tokens, dtype=torch.int8)
+    with torch.no_grad():
+        two_texts = model64.project_text_memory(text_tokens.select(slice(0, 2)))
+    with pytest.raises(ValueError, match="text_cache holds 2 texts"):
+        score_all_pairs(model64, image_tokens, text_tokens, text_cache=two_texts)
     with pytest.raises(ValueError, match="prompts is empty"):
         CARZeroScorer(model64, [])
     with pytest.raises(ValueError, match="no image batches"):
