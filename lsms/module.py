@@ -35,6 +35,9 @@ class LSMSModule(LightningModule):
     Metrics (:class:`lsms.metrics.ReferringSegmentationMetrics`): ``val/dice``, ``val/miou``, ``val/oiou``,
     ``val/p@0.5``, ``val/p@0.7``, ``val/p@0.9`` and the same under ``test/``.
 
+    ``net`` is not a hyper-parameter; checkpoints store its constructor arguments under ``"lsms_config"``, so one
+    reloads with ``LSMSModule.load_from_checkpoint(path, net=LSMS(**torch.load(path)["lsms_config"]))``.
+
     Args:
         net: the :class:`lsms.model.LSMS` network (in YAML: ``class_path: lsms.model.LSMS`` with ``init_args``).
         dice_weight: weight of the Dice term. Defaults to 1.0.

@@ -170,7 +170,7 @@ def test_module_overfits_a_fixed_batch(tiny_bert_dir):
     assert after < 0.6 * before, (before, after)
 
 
-def test_validation_test_and_predict_loops(tiny_bert_dir):
+def test_validation_test_predict_and_checkpoint_reload(tiny_bert_dir, tmp_path):
     module = LSMSModule(tiny_net(tiny_bert_dir))
     loader = DataLoader(RepeatedBatch(synthetic_batch(), 2), batch_size=None)
     trainer = _trainer()
@@ -185,6 +185,11 @@ def test_validation_test_and_predict_loops(tiny_bert_dir):
     assert predictions[0]["masks"].dtype == torch.bool
     assert ((predictions[0]["probs"] >= 0) & (predictions[0]["probs"] <= 1)).all()
     assert predictions[0]["meta"] == [{"id": i} for i in range(4)]
+    trainer.save_checkpoint(tmp_path / "lsms.ckpt")
+    net = LSMS(**torch.load(tmp_path / "lsms.ckpt")["lsms_config"])
+    reloaded = LSMSModule.load_from_checkpoint(tmp_path / "lsms.ckpt", net=net)
+    for (name, saved), (_, loaded) in zip(module.state_dict().items(), reloaded.state_dict().items()):
+        torch.testing.assert_close(loaded, saved, msg=name)
 
 
 def test_optimizer_groups_and_cosine_schedule(tiny_bert_dir):
