@@ -1,0 +1,120 @@
+"""Tests of the radiograph preprocessing and the image-report / zero-shot DataModules on a tiny synthetic-cxr set."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.cxr_transforms import CXRPreprocessing
+from datasets.errors import InputError
+from datasets.labels.chestxray14 import read_data_entry, read_image_list
+from datasets.pairs_datamodule import ImageReportDataModule
+from datasets.synthetic.cxr import generate_cxr
+from datasets.synthetic.cxr_spec import CXR_V1, FINDINGS
+from datasets.zeroshot_datamodule import ZeroShotDataModule
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "synthetic-cxr"
+    generate_cxr(out, replace(CXR_V1, train_images=6, val_images=3, test_images=5), seed=3)
+    return out
+
+
+def test_preprocessing_shapes_json_and_augmentation():
+    pre = CXRPreprocessing(image_size=32, channels=3, rotate_deg=5.0, translate=0.05, intensity_jitter=0.1)
+    array = np.random.default_rng(0).random((50, 40), dtype=np.float32) * 1000
+    plain = pre(array)
+    assert plain.shape == (3, 32, 32) and plain.dtype == torch.float32
+    assert torch.equal(plain[0], plain[2])
+    unit = plain * pre.std + pre.mean
+    assert unit.min() >= -1e-5 and unit.max() <= 1 + 1e-5
+    assert CXRPreprocessing.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
+    a, b = pre(array, torch.Generator().manual_seed(1)), pre(array, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, plain)
+    assert not CXRPreprocessing().flip_lr
+    with pytest.raises(ValueError, match="unknown CXRPreprocessing option"):
+        CXRPreprocessing.from_dict({"image_size": 32, "flip": True})
+    with pytest.raises(ValueError, match="image_size"):
+        CXRPreprocessing(image_size=2)
+
+
+def test_image_report_batches(bench):
+    data = ImageReportDataModule(str(bench / "reports.csv"), image_size=48, batch_size=4, rotate_deg=5.0, seed=1)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 48, 48) and batch["image"].dtype == torch.float32
+    assert len(batch["text"]) == 4 and all(isinstance(t, str) and t for t in batch["text"])
+    assert all(m["split"] == "train" for m in batch["meta"])
+    val = next(iter(data.val_dataloader()))
+    assert val["image"].shape == (3, 3, 48, 48) and "label" not in val
+    again = ImageReportDataModule(str(bench / "reports.csv"), image_size=48, batch_size=4, rotate_deg=5.0, seed=1)
+    again.setup("fit")
+    batch_again = next(iter(again.train_dataloader()))
+    assert batch_again["text"] == batch["text"] and torch.equal(batch_again["image"], batch["image"])
+    impression = ImageReportDataModule(str(bench / "reports.csv"), section="impression", image_size=48)
+    impression.setup("test")
+    assert len(next(iter(impression.test_dataloader()))["text"]) == 5
+
+
+def test_worker_seeding_is_reproducible(bench):
+    def first_batch() -> torch.Tensor:
+        data = ImageReportDataModule(str(bench / "reports.csv"), image_size=32, batch_size=6, num_workers=1,
+                                     intensity_jitter=0.2, seed=5)
+        data.setup("fit")
+        return next(iter(data.train_dataloader()))["image"]
+
+    assert torch.equal(first_batch(), first_batch())
+
+
+def test_zero_shot_from_label_table_and_registry(bench):
+    data = ZeroShotDataModule(labels=str(bench / "Data_Entry_2017.csv"), image_root=str(bench / "images"),
+                              split_list=str(bench / "test_list.txt"), image_size=32, batch_size=8)
+    assert data.class_names == list(FINDINGS)
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    assert batch["image"].shape == (5, 3, 32, 32) and batch["label"].shape == (5, 14)
+    assert batch["label"].dtype == torch.float32
+    test_ids = read_image_list(bench / "test_list.txt")
+    assert [m["image_id"] for m in batch["meta"]] == test_ids
+    expected = read_data_entry(bench / "Data_Entry_2017.csv").select_images(test_ids).labels
+    np.testing.assert_array_equal(batch["label"].numpy(), expected)
+    registry = ZeroShotDataModule(benchmark="synthetic-cxr", data_root=str(bench.parent), check_counts=False,
+                                  classes=["Effusion", "Cardiomegaly"], image_size=32, batch_size=20)
+    registry.setup("test")
+    batch = next(iter(registry.test_dataloader()))
+    assert registry.class_names == ["Effusion", "Cardiomegaly"] and batch["label"].shape == (14, 2)
+    assert registry.prompts is not None
+
+
+def test_missing_images_name_the_id_and_folder(bench, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "images").mkdir()
+    for name in ("Data_Entry_2017.csv", "reports.csv", "test_list.txt"):
+        (broken / name).write_bytes((bench / name).read_bytes())
+    present = sorted(p.name for p in (bench / "images").iterdir())
+    for name in present[1:]:
+        (broken / "images" / name).write_bytes((bench / "images" / name).read_bytes())
+    data = ZeroShotDataModule(labels=str(broken / "Data_Entry_2017.csv"), image_root=str(broken / "images"))
+    with pytest.raises(InputError, match=rf"1 image id\(s\).*{broken / 'images'}.*{present[0]}"):
+        data.setup("validate")
+    pairs = ImageReportDataModule(str(broken / "reports.csv"))
+    with pytest.raises(InputError, match=rf"{broken}.*images/{present[0]}"):
+        pairs.setup()
+
+
+def test_ill_args(bench):
+    with pytest.raises(InputError, match="either benchmark"):
+        ZeroShotDataModule()
+    with pytest.raises(InputError, match="available adapters"):
+        ZeroShotDataModule(labels="x.csv", image_root="x", adapter="nope")
+    with pytest.raises(InputError, match="batch_size"):
+        ImageReportDataModule(str(bench / "reports.csv"), batch_size=0)
+    with pytest.raises(InputError, match="not set up"):
+        ImageReportDataModule(str(bench / "reports.csv")).train_dataloader()
