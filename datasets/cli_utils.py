@@ -7,6 +7,7 @@ Bad input ends with exit status 2 and one line on stderr naming the culprit; the
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -21,6 +22,12 @@ def setup_logging(verbose: bool = False) -> None:
     """Send library logs to stderr at INFO (DEBUG with ``verbose``) and silence known third-party noise."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:  # transformers' weight-loading bar would break the one-line error convention on stderr
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.disable_progress_bar()
 
 
 def run_cli(program: str, main: Callable[[list[str]], int | None], argv: Sequence[str] | None = None) -> int:

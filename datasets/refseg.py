@@ -27,6 +27,7 @@ orientation (rows first, image left = patient right).
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -421,6 +422,21 @@ def read_2d(path: Path, *, scale: bool = True) -> tuple[np.ndarray, bool]:
     return array.astype(np.float32) / (65535.0 if array.dtype.itemsize > 1 else 255.0), False
 
 
+def _read_volume(path: Path, already_hu: bool) -> Any:
+    """``read_ct`` through a small per-process cache: manifests list one volume on many rows (one per lesion and
+    expression), so rows read in manifest order decode each volume once. The key includes size and modification time.
+    """
+    stat = path.stat()
+    return _read_volume_cached(str(path), stat.st_size, stat.st_mtime_ns, already_hu)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_volume_cached(path: str, size: int, mtime_ns: int, already_hu: bool) -> Any:
+    from datasets.ct import read_ct
+
+    return read_ct(path, already_hu=already_hu)
+
+
 def _volume_mask_slice(row: RefSegRow, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     import nibabel as nib
 
@@ -462,9 +478,9 @@ def load_sample(row: RefSegRow, preprocessing: SlicePreprocessing) -> dict[str, 
         InputError: unreadable files, an out-of-range slice index, or a mask that does not match its image.
     """
     if row.is_volume:
-        from datasets.ct import extract_slice, read_ct
+        from datasets.ct import extract_slice
 
-        volume = read_ct(row.image, already_hu=preprocessing.already_hu)
+        volume = _read_volume(row.image, preprocessing.already_hu)
         image, geometry = preprocess_volume_slice(volume, row.slice_index, preprocessing)
         slice_affine = np.asarray(extract_slice(volume, row.slice_index).affine, dtype=float).tolist()
         stored_mask = _volume_mask_slice(row, volume.array.shape, np.asarray(volume.affine))

@@ -75,6 +75,21 @@ class RefSegDataset(Dataset):
         mask = torch.from_numpy(arrays["mask"].astype(np.float32))
         return {"image": image, "mask": mask, "text": row.text, "label": None, "meta": meta}
 
+    def fill_cache(self, progress: bool = False) -> int:
+        """Compute every missing cache entry, reading the rows grouped by image so each volume is decoded once.
+
+        Returns:
+            The number of entries computed (0 without a cache or when all were cached).
+        """
+        if self.cache is None:
+            return 0
+        from tqdm import tqdm
+
+        before = self.cache.computations
+        for row in tqdm(sorted(self.rows, key=lambda r: (str(r.image), r.number)), desc="cache", disable=not progress):
+            self._load(row)
+        return self.cache.computations - before
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self._load(self.rows[index])
         if self.flip_lr and torch.rand((), generator=self.generator) < 0.5:

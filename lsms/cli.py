@@ -1,29 +1,146 @@
-"""The ``lsms`` command line."""
+"""The ``lsms`` command line.
+
+- ``lsms fit|validate|test|predict --config configs/lsms/<name>.yaml``: LightningCLI over
+  :class:`lsms.module.LSMSModule` and :class:`datasets.refseg_datamodule.RefSegDataModule`.
+- ``lsms export CKPT OUT``: a Lightning checkpoint to a portable model folder.
+- ``lsms segment MODEL IMAGE [--slice N] --prompt TEXT [--prompt TEXT ...] --out DIR`` (or ``--batch CSV``).
+- ``lsms demo --out DIR``: the main job: synthetic benchmark, training, evaluation with controls, an overlay.
+
+Bad input exits with status 2 and one line naming the culprit (``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from datasets.cli_utils import run_cli
+from datasets.cli_utils import run_cli, setup_logging
 
-__all__ = ["main"]
+__all__ = ["main", "build_lightning_cli"]
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lsms", description=__import__("lsms").__doc__)
-    parser.add_argument("command", nargs="?", help="subcommand (coming with the model's issue)")
-    return parser
+_LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
-def _main(args: list[str]) -> int:
-    _parser().print_help()
+def _lightning_cli_class() -> type:
+    from lightning.pytorch.cli import LightningCLI
+
+    class LSMSCLI(LightningCLI):
+        """LightningCLI whose network input channels follow the data's neighbouring-slice setting."""
+
+        def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
+            parser.link_arguments(
+                "data.context_slices", "model.net.init_args.in_channels", compute_fn=lambda k: 2 * k + 1
+            )
+
+    return LSMSCLI
+
+
+def build_lightning_cli(args: Sequence[str] | None = None, run: bool = True):
+    """Build the LightningCLI of LSMS (``run=False`` returns it with model, data and trainer instantiated)."""
+    from datasets.refseg_datamodule import RefSegDataModule
+    from lsms.module import LSMSModule
+
+    return _lightning_cli_class()(
+        LSMSModule, RefSegDataModule, args=list(args) if args is not None else None, run=run,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def _lightning(args: list[str]) -> int:
+    build_lightning_cli(args)
     return 0
 
 
+def _export(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lsms export", description="Convert a Lightning .ckpt to a model folder.")
+    parser.add_argument("checkpoint", help="LSMSModule checkpoint (.ckpt); read with weights_only=True")
+    parser.add_argument("out", help="model folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    options = parser.parse_args(args)
+    from lsms.pretrained import export_checkpoint
+
+    folder = export_checkpoint(options.checkpoint, options.out, overwrite=options.overwrite)
+    print(f"wrote {folder}")
+    return 0
+
+
+def _segment(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lsms segment", description="Segment the lesion a prompt refers to, in one CT slice or 2D image."
+    )
+    parser.add_argument("model", help="model folder (lsms export / lsms demo)")
+    parser.add_argument("image", nargs="?", help="NIfTI, DICOM file, DICOM series folder, PNG or NPY")
+    parser.add_argument("--slice", type=int, default=None, help="slice index along the volume's 3rd array axis")
+    parser.add_argument("--prompt", action="append", default=[], help="referring expression (repeatable)")
+    parser.add_argument("--batch", help="CSV with columns image,slice_index,prompt instead of IMAGE/--prompt")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    parser.add_argument("--already-hu", action="store_true", help="stored DICOM values are already HU")
+    options = parser.parse_args(args)
+    from datasets.errors import InputError
+
+    if bool(options.batch) == bool(options.image):
+        raise InputError("give either IMAGE with --prompt, or --batch CSV")
+    import dataclasses
+
+    from lsms.pretrained import from_pretrained
+    from lsms.segment import SegmentationRequest, read_batch_csv, segment
+
+    net, preprocessing, _ = from_pretrained(options.model)
+    if options.already_hu:
+        preprocessing = dataclasses.replace(preprocessing, already_hu=True)
+    if options.batch:
+        requests = read_batch_csv(options.batch)
+    else:
+        requests = [SegmentationRequest(Path(options.image), options.slice, tuple(options.prompt))]
+    rows = segment(net, preprocessing, requests, options.out, options.threshold, progress=bool(options.batch))
+    print(f"wrote {len(rows)} segmentation(s) to {options.out}")
+    return 0
+
+
+def _demo(args: list[str]) -> int:
+    from lsms.demo import main as demo_main
+
+    return demo_main(args)
+
+
+_COMMANDS: dict[str, Callable[[list[str]], int]] = {"export": _export, "segment": _segment, "demo": _demo}
+
+
+def _usage() -> str:
+    return (
+        "usage: lsms {fit,validate,test,predict} --config CONFIG [...]\n"
+        "       lsms export CKPT OUT\n"
+        "       lsms segment MODEL IMAGE [--slice N] --prompt TEXT [...] --out DIR\n"
+        "       lsms demo --out DIR\n"
+        "LSMS (Language-guided Scale-aware MedSegmentor), unofficial reconstruction: referring segmentation of CT "
+        "slices.\n"
+    )
+
+
+def _main(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    command, rest = args[0], args[1:]
+    setup_logging()
+    if command in _LIGHTNING_COMMANDS:
+        return _lightning(args)
+    if command in _COMMANDS:
+        return _COMMANDS[command](rest)
+    print(_usage(), file=sys.stderr)
+    print(f"lsms: error: unknown command {command!r}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli("lsms", _main, argv)
+    """Entry point of the ``lsms`` console script; returns the exit status."""
+    try:
+        return run_cli("lsms", _main, argv)
+    except SystemExit as exit_:  # argparse / jsonargparse usage errors
+        return exit_.code if isinstance(exit_.code, int) else 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""Held-out evaluation of a referring segmenter with its honest controls.
+
+- true prompts: every expression with its own text;
+- shuffled prompts: on slices with two or more lesions, each expression's text is replaced by one describing
+  ANOTHER lesion of the same slice; a model that reads the text must then segment the wrong lesion;
+- text-blind baselines computed from the ground truth: "every lesion" predicts the union of all lesions of the
+  slice, "largest lesion" predicts the largest one. They show what ignoring the text can reach at best.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from datasets.refseg import RefSegRow
+from datasets.refseg_datamodule import RefSegDataset, collate_refseg
+from datasets.slices import SlicePreprocessing
+from lsms.metrics import ReferringSegmentationMetrics
+
+__all__ = ["dice_per_expression", "shuffled_prompts", "evaluate_with_controls"]
+
+
+def dice_per_expression(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Dice of each expression; ``preds`` and ``targets`` are bool (N, H, W). Empty vs empty scores 1."""
+    intersection = (preds & targets).sum((1, 2))
+    total = preds.sum((1, 2)) + targets.sum((1, 2))
+    return np.where(total == 0, 1.0, 2 * intersection / np.maximum(total, 1))
+
+
+def _slice_key(row: RefSegRow) -> tuple[str, int | None]:
+    return str(row.image), row.slice_index
+
+
+def shuffled_prompts(rows: Sequence[RefSegRow], seed: int = 0) -> list[str | None]:
+    """For each row, a text of another lesion of the same slice (None when the slice has one lesion)."""
+    texts_by_lesion: dict[tuple[str, int | None], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        texts_by_lesion[_slice_key(row)][row.lesion_id].append(row.text)
+    rng = random.Random(seed)
+    shuffled: list[str | None] = []
+    for row in rows:
+        others = [lesion for lesion in sorted(texts_by_lesion[_slice_key(row)]) if lesion != row.lesion_id]
+        if not others:
+            shuffled.append(None)
+            continue
+        shuffled.append(rng.choice(texts_by_lesion[_slice_key(row)][rng.choice(others)]))
+    return shuffled
+
+
+@torch.inference_mode()
+def _predict(net: torch.nn.Module, dataset: RefSegDataset, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_refseg)
+    predictions, start = [], 0
+    for batch in loader:
+        count = batch["image"].shape[0]
+        logits = net(batch["image"], list(texts[start : start + count])).logits  # (B, 1, S, S)
+        predictions.append((logits[:, 0] > 0).numpy())  # sigmoid > 0.5
+        start += count
+    return np.concatenate(predictions)
+
+
+def _targets(dataset: RefSegDataset) -> np.ndarray:
+    return np.stack([dataset[i]["mask"][0].numpy() > 0.5 for i in range(len(dataset))])
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    return {"mean": float(values.mean()) if len(values) else float("nan"), "n": int(len(values))}
+
+
+def evaluate_with_controls(
+    net: torch.nn.Module,
+    rows: Sequence[RefSegRow],
+    preprocessing: SlicePreprocessing,
+    cache_dir: str | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score ``net`` on ``rows`` with true prompts, shuffled prompts and the text-blind baselines.
+
+    Returns:
+        A JSON-ready dict: ``true_prompts`` (all metrics of :class:`ReferringSegmentationMetrics` over all rows),
+        and on the multi-lesion subset ``multi_lesion`` with Dice of true prompts, shuffled prompts, "every lesion"
+        and "largest lesion", plus the gap true - shuffled.
+    """
+    net.eval()
+    dataset = RefSegDataset(rows, preprocessing, cache_dir)
+    targets = _targets(dataset)
+    true_preds = _predict(net, dataset, [row.text for row in rows], batch_size)
+    metrics = ReferringSegmentationMetrics()
+    metrics.update(torch.from_numpy(true_preds[:, None]), torch.from_numpy(targets[:, None]))
+    true_metrics = {name: float(value) for name, value in metrics.compute().items()}
+    true_dice = dice_per_expression(true_preds, targets)
+
+    shuffled = shuffled_prompts(rows, seed)
+    multi = np.array([text is not None for text in shuffled])
+    subset = [i for i in range(len(rows)) if multi[i]]
+    shuffled_preds = _predict(
+        net, RefSegDataset([rows[i] for i in subset], preprocessing, cache_dir), [shuffled[i] for i in subset],
+        batch_size,
+    )
+    shuffled_dice = dice_per_expression(shuffled_preds, targets[subset])
+
+    lesions: dict[tuple[str, int | None], dict[str, np.ndarray]] = defaultdict(dict)
+    for row, target in zip(rows, targets):
+        lesions[_slice_key(row)][row.lesion_id] = target
+    every = np.stack([np.logical_or.reduce(list(lesions[_slice_key(rows[i])].values())) for i in subset])
+    largest = np.stack([max(lesions[_slice_key(rows[i])].values(), key=lambda m: int(m.sum())) for i in subset])
+    return {
+        "expressions": len(rows),
+        "true_prompts": true_metrics,
+        "multi_lesion": {
+            "expressions": len(subset),
+            "dice_true_prompts": _summary(true_dice[subset]),
+            "dice_shuffled_prompts": _summary(shuffled_dice),
+            "dice_every_lesion_baseline": _summary(dice_per_expression(every, targets[subset])),
+            "dice_largest_lesion_baseline": _summary(dice_per_expression(largest, targets[subset])),
+            "gap_true_minus_shuffled": float(true_dice[subset].mean() - shuffled_dice.mean()) if subset else None,
+        },
+        "single_lesion_dice_true_prompts": _summary(true_dice[~multi]),
+    }

@@ -1,0 +1,190 @@
+"""LSMS end to end through its command line: LightningCLI fit, export, the portable model folder, ``lsms segment``
+on a real CT slice, and clear errors with no partial output for bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import yaml
+from pydicom.data import get_testdata_file
+
+from datasets.nifti import save_nifti
+from datasets.pretrained import save_model_folder
+from datasets.slices import SlicePreprocessing
+from datasets.synthetic.refhl import generate_refhl
+from datasets.synthetic.spec import REFHL_V1
+from lsms.cli import main
+from lsms.model import LSMS
+from lsms.pretrained import export_checkpoint, from_pretrained, save_pretrained
+
+TINY_NET = dict(
+    encoder_widths=[8, 16, 16, 32], encoder_depths=[1, 1, 1, 1], svla_kernel_sizes=[3, 7], svla_dilations=[1, 1],
+    decoder_width=8,
+)
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory) -> Path:
+    """A tiny synthetic RefHL-Seg-style benchmark (2 train, 1 val, 1 test case)."""
+    out = tmp_path_factory.mktemp("refhl") / "data"
+    generate_refhl(out, dataclasses.replace(REFHL_V1, train_cases=2, val_cases=1, test_cases=1), seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, tiny_bert_dir) -> Path:
+    torch.manual_seed(0)
+    net = LSMS(text_encoder=str(tiny_bert_dir), **TINY_NET)
+    folder = tmp_path_factory.mktemp("models") / "tiny_lsms"
+    return save_pretrained(net, folder, SlicePreprocessing(image_size=64), seed=0)
+
+
+def _config(tmp_path: Path, text_encoder: Path, manifest: Path) -> Path:
+    config = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 1, "logger": False,
+                    "enable_progress_bar": False, "enable_model_summary": False,
+                    "default_root_dir": str(tmp_path / "run")},
+        "model": {"net": {"class_path": "lsms.model.LSMS",
+                          "init_args": {"text_encoder": str(text_encoder), **TINY_NET}}},
+        "data": {"manifest": str(manifest), "image_size": 64, "batch_size": 4},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_lightningcli_fit_export_and_reload(benchmark, tiny_bert_dir, tmp_path):
+    config = _config(tmp_path, tiny_bert_dir, benchmark / "manifest.csv")
+    assert main(["fit", "--config", str(config), "--trainer.limit_train_batches=2",
+                 "--trainer.limit_val_batches=1", "--data.context_slices=1"]) == 0
+    checkpoints = sorted((tmp_path / "run").rglob("*.ckpt"))
+    assert checkpoints, "fit wrote no checkpoint"
+
+    assert main(["export", str(checkpoints[-1]), str(tmp_path / "exported")]) == 0
+    net, preprocessing, config_json = from_pretrained(tmp_path / "exported")
+    assert preprocessing == SlicePreprocessing(image_size=64, context_slices=1)
+    assert net.in_channels == 3  # linked from data.context_slices
+    assert config_json["training_manifest"]["sha256"]
+    assert config_json["model_type"] == "lsms" and config_json["tokenizer"]["max_length"] == 32
+
+    state = torch.load(checkpoints[-1], weights_only=True)
+    trained = {name[4:]: value for name, value in state["state_dict"].items() if name.startswith("net.")}
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, trained[name]), name
+
+
+def test_fast_dev_run(benchmark, tiny_bert_dir, tmp_path):
+    config = _config(tmp_path, tiny_bert_dir, benchmark / "manifest.csv")
+    assert main(["fit", "--config", str(config), "--trainer.fast_dev_run=1"]) == 0
+
+
+def test_save_then_load_gives_identical_outputs(tiny_model_dir, tiny_bert_dir):
+    net, preprocessing, config = from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    original = LSMS(text_encoder=str(tiny_bert_dir), **TINY_NET).eval()
+    images = torch.rand(2, 1, 64, 64)
+    texts = ["the larger hypodense lesion in the right lobe", "the only lesion"]
+    with torch.no_grad():
+        assert torch.equal(net(images, texts).logits, original(images, texts).logits)
+    assert (tiny_model_dir / "text_encoder" / "config.json").is_file()  # self-contained: loads offline anywhere
+    assert config["git_commit"] is None or len(config["git_commit"]) == 40
+    assert preprocessing.image_size == 64
+
+
+def test_segment_real_ct_slice_writes_geometry_preserving_nifti_and_overlay(tiny_model_dir, tmp_path):
+    dicom = get_testdata_file("693_UNCR.dcm")  # a real 512x512 head CT slice from pydicom-data
+    out = tmp_path / "seg"
+    assert main(["segment", str(tiny_model_dir), dicom, "--prompt", "the larger lesion", "--prompt",
+                 "the hypodense lesion in the left lobe", "--out", str(out)]) == 0
+    rows = (out / "segmentations.csv").read_text().splitlines()
+    assert len(rows) == 3
+    reference = sitk.ReadImage(dicom)
+    for nifti in sorted(out.glob("*_mask.nii.gz")):
+        written = sitk.ReadImage(str(nifti))
+        assert written.GetSize() == reference.GetSize()
+        assert np.allclose(written.GetSpacing()[:2], reference.GetSpacing()[:2], atol=1e-4)
+        assert np.allclose(written.GetOrigin(), reference.GetOrigin(), atol=1e-3)
+        assert np.allclose(written.GetDirection(), reference.GetDirection(), atol=1e-4)
+    overlays = sorted(out.glob("*_overlay.png"))
+    assert len(overlays) == 2
+    from PIL import Image
+
+    with Image.open(overlays[0]) as picture:
+        assert picture.size[0] >= 300 and picture.mode in ("RGBA", "RGB")
+
+    # Running again resumes: nothing new is written.
+    assert main(["segment", str(tiny_model_dir), dicom, "--prompt", "the larger lesion", "--out", str(out)]) == 0
+    assert len((out / "segmentations.csv").read_text().splitlines()) == 3
+
+
+def test_segment_volume_slice_and_batch_csv(tiny_model_dir, benchmark, tmp_path):
+    volume = next((benchmark / "images").glob("*.nii.gz"))
+    batch = tmp_path / "batch.csv"
+    batch.write_text(f"image,slice_index,prompt\n{volume},2,the only lesion\n{volume},3,the larger lesion\n")
+    out = tmp_path / "seg"
+    assert main(["segment", str(tiny_model_dir), "--batch", str(batch), "--out", str(out)]) == 0
+    masks = sorted(out.glob("*_mask.nii.gz"))
+    assert len(masks) == 2
+    image = sitk.ReadImage(str(volume))
+    for mask in masks:
+        written = sitk.ReadImage(str(mask))
+        assert written.GetSize() == image.GetSize()
+        assert np.allclose(written.GetOrigin(), image.GetOrigin(), atol=1e-3)
+
+
+def _assert_bad_input(capsys, args: list[str], fragment: str, out: Path) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert not out.exists() or not any(out.iterdir()), "bad input left partial output"
+
+
+def test_bad_inputs_fail_clearly_without_output(tiny_model_dir, benchmark, tmp_path, capsys, tiny_bert_dir):
+    volume = str(next((benchmark / "images").glob("*.nii.gz")))
+    out = tmp_path / "out"
+    _assert_bad_input(capsys, ["segment", str(tiny_model_dir), volume, "--slice", "99", "--prompt", "the lesion",
+                               "--out", str(out)], "99", out)
+    _assert_bad_input(capsys, ["segment", str(tiny_model_dir), volume, "--slice", "1", "--prompt", "  ",
+                               "--out", str(out)], "prompt 1 is empty", out)
+    _assert_bad_input(capsys, ["segment", str(tiny_model_dir), volume, "--prompt", "the lesion", "--out", str(out)],
+                      "give --slice", out)
+
+    other = save_model_folder(tmp_path / "carzero_model", torch.nn.Linear(2, 2), model_type="carzero",
+                              model_config={}, preprocessing={})
+    _assert_bad_input(capsys, ["segment", str(other), volume, "--slice", "1", "--prompt", "the lesion",
+                               "--out", str(out)], "'carzero' model", out)
+
+    # A training manifest whose masks do not match their image's geometry.
+    manifest = (benchmark / "manifest.csv").read_text().splitlines()
+    first = manifest[1].split(",")
+    mask_path = benchmark / first[6]
+    bad_mask = tmp_path / "bad_mask.nii.gz"
+    save_nifti(np.zeros((10, 10, 3), dtype=np.uint8), np.eye(4), bad_mask)
+    bad_rows = [manifest[0]] + [line.replace(first[6], str(bad_mask)) for line in manifest[1:]]
+    bad_manifest = benchmark / "bad_manifest.csv"
+    bad_manifest.write_text("\n".join(bad_rows) + "\n")
+    assert mask_path.is_file()
+    config = _config(tmp_path, tiny_bert_dir, bad_manifest)
+    run_dir = tmp_path / "run"
+    assert main(["fit", "--config", str(config), "--trainer.fast_dev_run=1"]) == 2
+    err = capsys.readouterr().err
+    assert "bad_mask.nii.gz" in err and "shape" in err
+    assert not any(run_dir.rglob("*.ckpt"))
+
+
+def test_console_script_runs_in_a_subprocess():
+    result = subprocess.run([sys.executable, "-m", "lsms.cli", "segment", "/nonexistent", "x.nii.gz", "--slice", "0",
+                             "--prompt", "a", "--out", "/tmp/never"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("lsms: error:") and "/nonexistent" in result.stderr
+    assert json.loads(json.dumps(result.stderr))  # one plain line, no traceback
+    assert "Traceback" not in result.stderr
