@@ -27,6 +27,7 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "metrics": Command("brgsa.metrics:main", "per-class and macro metrics of per-volume scores against CT-RATE labels"),
+    "summarize": Command("brgsa.summarize:main", "summarise reports into short finding sentences (rules or local LLM)"),
     "prepare": Command("brgsa.prepare:main", "preprocess CT volumes into the cache (parallel, resumable)"),
 }
 
