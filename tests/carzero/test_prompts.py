@@ -1,0 +1,97 @@
+"""``carzero align-prompts`` on a pairs-1 manifest: rules output, resume, provenance, LLM fallback, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from carzero.prompts import main
+from datasets.errors import InputError
+from datasets.report_text.rules import RULES_VERSION
+
+HEADER = "format_version,image,findings,impression,view,split,subject_id,study_id\n"
+STUDY_1 = "Moderate cardiomegaly. No change in the left effusion.,No pneumothorax."
+
+
+def _manifest(path: Path) -> Path:
+    path.write_text(
+        HEADER
+        + f"pairs-1,files/p1/s1/a.jpg,{STUDY_1},PA,train,1,1\n"
+        + f"pairs-1,files/p1/s1/b.jpg,{STUDY_1},LATERAL,train,1,1\n"
+        + "pairs-1,files/p2/s2/c.jpg,,The lungs are clear. No acute cardiopulmonary process.,PA,test,2,2\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_rules_alignment_resumes_and_records_provenance(tmp_path, capsys):
+    reports, out = _manifest(tmp_path / "pairs.csv"), tmp_path / "aligned.csv"
+    assert main([str(reports), "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert [row["image"] for row in rows] == ["files/p1/s1/a.jpg", "files/p1/s1/b.jpg", "files/p2/s2/c.jpg"]
+    assert json.loads(rows[0]["sentences"]) == ["There is Cardiomegaly", "There is Pleural Effusion"]
+    assert json.loads(rows[2]["sentences"]) == ["There is No Finding"]
+    assert {(r["source"], r["fallback"], r["aligner"], r["model"], r["prompt_sha256"], r["rules_version"])
+            for r in rows} == {("rules", "false", "rules", "", "", RULES_VERSION)}
+    assert main([str(reports), "--out", str(out)]) == 0  # a rerun skips what is there
+    assert "3 already there" in capsys.readouterr().out and len(_rows(out)) == 3
+
+
+def test_bad_arguments_are_input_errors(tmp_path):
+    reports = _manifest(tmp_path / "pairs.csv")
+    with pytest.raises(InputError, match="needs --model"):
+        main([str(reports), "--out", str(tmp_path / "o.csv"), "--aligner", "llm"])
+    with pytest.raises(InputError, match="only used with --aligner llm"):
+        main([str(reports), "--out", str(tmp_path / "o.csv"), "--model", "x"])
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(InputError, match="neither a pairs-1 manifest"):
+        main([str(other), "--out", str(tmp_path / "o.csv")])
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer Llama with a word-level tokenizer, saved as a local model folder."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_lm")
+    words = sorted(set("You are a radiologist There is No Finding Report Findings cardiomegaly effusion".split()))
+    vocab = {token: i for i, token in enumerate(["<pad>", "<s>", "</s>", "<unk>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    ).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=64, max_position_embeddings=512, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_llm_aligner_end_to_end_falls_back_per_row(tmp_path, tiny_lm_dir):
+    reports, out = _manifest(tmp_path / "pairs.csv"), tmp_path / "aligned.csv"
+    config = tmp_path / "config.yaml"
+    default = Path(__file__).resolve().parents[2] / "configs" / "prompts" / "llm_align_carzero.yaml"
+    config.write_text(default.read_text().replace("max_new_tokens: 96", "max_new_tokens: 8"), encoding="utf-8")
+    assert main([str(reports), "--out", str(out), "--aligner", "llm", "--model", str(tiny_lm_dir),
+                 "--config", str(config), "--batch-size", "2"]) == 0
+    rows = _rows(out)
+    assert len(rows) == 3
+    for row in rows:  # the random model writes garbage: every row is the rules' output, flagged
+        assert (row["source"], row["fallback"], row["aligner"], row["model"]) == ("rules", "true", "llm",
+                                                                                   str(tiny_lm_dir))
+        assert len(row["prompt_sha256"]) == 64
+    assert json.loads(rows[2]["sentences"]) == ["There is No Finding"]
