@@ -12,8 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-import torch
-
 from datasets.errors import InputError
 
 __all__ = [
@@ -200,6 +198,8 @@ def load_weights(path: str | os.PathLike) -> dict[str, Any]:
             return load_file(str(path))
         except Exception as err:  # safetensors raises its own error types
             raise InputError(f"{path} is not a readable safetensors file: {err}") from err
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

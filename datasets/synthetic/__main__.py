@@ -51,11 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     refhl.add_argument("--overwrite", action="store_true", help="replace a benchmark already in --out")
     refhl.add_argument("--verbose", action="store_true", help="debug logging")
+    for name, (_, summary) in DELEGATED.items():
+        commands.add_parser(name, help=f"{summary}; see `{PROGRAM} {name} --help`", add_help=False)
     return parser
+
+
+# Generators with their own command line: ``python -m datasets.synthetic <name> --out DIR ...`` runs ``module:main``.
+DELEGATED = {
+    "cxr": ("datasets.synthetic.cxr", "chest radiographs with the 14 ChestX-ray14 findings and reports (CARZero demo)"),
+    "ct3d": ("datasets.synthetic.ct3d", "3D chest CT with CT-RATE's 18 abnormalities and reports (BrgSA demo)"),
+}
 
 
 def main(argv: list[str]) -> int:
     """Parse ``argv`` and generate; returns the exit status."""
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(list(argv[1:]))
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
