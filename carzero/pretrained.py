@@ -1,0 +1,160 @@
+"""CARZero in the portable model folder (:mod:`datasets.pretrained`): save, load, export from a Lightning checkpoint.
+
+The folder stores the network's constructor arguments (:attr:`carzero.model.CARZero.config`), the radiograph
+preprocessing it was trained with (:class:`datasets.cxr_transforms.CXRPreprocessing`) and the text encoder with its
+tokenizer, so ``carzero zeroshot`` preprocesses exactly as training did, offline.
+
+:class:`CARZeroModule` does not store the network's config in its checkpoints (its hyper-parameters exclude ``net``),
+so the ``carzero`` LightningCLI adds :class:`StoreModelConfig`, which writes ``carzero_config`` and
+``carzero_preprocessing`` into every checkpoint; :func:`export_checkpoint` reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from carzero.model import CARZero
+from datasets.cxr_transforms import CXRPreprocessing
+from datasets.errors import InputError
+from datasets.io import load_weights
+from datasets.pretrained import load_model_weights, read_model_config, save_model_folder
+
+__all__ = ["MODEL_TYPE", "StoreModelConfig", "export_checkpoint", "from_pretrained", "save_pretrained"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPE = "carzero"
+_TEXT_PREFIX = "text.model."
+_NORMALISATION = "per-image min-max to [0, 1], then (x - mean) / std"
+
+
+class StoreModelConfig(Callback):
+    """Write the network's config and the evaluation preprocessing into every checkpoint.
+
+    Keys: ``carzero_config`` (``net.config``) and ``carzero_preprocessing`` (``datamodule.preprocessing.to_dict()``
+    when the DataModule has one).
+    """
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["carzero_config"] = dict(pl_module.net.config)
+        preprocessing = getattr(trainer.datamodule, "preprocessing", None)
+        if isinstance(preprocessing, CXRPreprocessing):
+            checkpoint["carzero_preprocessing"] = preprocessing.to_dict()
+
+
+def save_pretrained(
+    net: CARZero,
+    folder: str | os.PathLike,
+    preprocessing: CXRPreprocessing,
+    *,
+    seed: int | None = None,
+    training_manifest: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``net`` and its preprocessing as a portable model folder.
+
+    Args:
+        net: the network.
+        folder: destination (must not exist unless ``overwrite``).
+        preprocessing: the evaluation preprocessing (augmentation options are stored but unused at inference).
+        seed: training seed. Defaults to None.
+        training_manifest: ``{"path", "sha256", "rows"}`` of the training manifest. Defaults to None.
+        extra: more JSON fields, e.g. test metrics. Defaults to None.
+        overwrite: replace an existing folder. Defaults to False.
+
+    Raises:
+        InputError: the preprocessing does not produce the network's input size or channels.
+    """
+    config = net.config
+    if preprocessing.image_size != config["image_size"] or preprocessing.channels != config["in_channels"]:
+        raise InputError(
+            f"the network takes {config['in_channels']} x {config['image_size']} px images but the preprocessing "
+            f"makes {preprocessing.channels} x {preprocessing.image_size} px"
+        )
+    encoder = net.text
+    return save_model_folder(
+        folder,
+        net,
+        model_type=MODEL_TYPE,
+        model_config=config,
+        preprocessing={**preprocessing.to_dict(), "normalisation": _NORMALISATION},
+        text_encoder=(_TEXT_PREFIX, encoder.model, encoder.tokenizer),
+        seed=seed,
+        training_manifest=training_manifest,
+        extra={"tokenizer": {"source": config["text_encoder"], "max_length": encoder.max_length}, **(extra or {})},
+        overwrite=overwrite,
+    )
+
+
+def from_pretrained(folder: str | os.PathLike) -> tuple[CARZero, CXRPreprocessing, dict[str, Any]]:
+    """Load a model folder written by :func:`save_pretrained` (or ``carzero export`` / ``convert-official``).
+
+    Returns:
+        The network in eval mode, its preprocessing (applied without augmentation at inference), and the whole
+        ``config.json``.
+
+    Raises:
+        InputError: not a CARZero model folder (e.g. an LSMS or BrgSA folder), or weights that do not match.
+    """
+    config = read_model_config(folder, MODEL_TYPE)
+    net = CARZero.from_config(config["model"])
+    load_model_weights(folder, net, config)
+    values = {key: value for key, value in config["preprocessing"].items() if key != "normalisation"}
+    try:
+        preprocessing = CXRPreprocessing.from_dict(values)
+    except ValueError as err:
+        raise InputError(f"{folder}: bad preprocessing in config.json: {err}") from err
+    return net.eval(), preprocessing, config
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Convert a Lightning ``.ckpt`` of :class:`carzero.module.CARZeroModule` into a portable model folder.
+
+    The checkpoint is read with ``weights_only=True`` (no code runs). The network is rebuilt from the
+    ``carzero_config`` that :class:`StoreModelConfig` writes (the ``carzero`` CLI adds it to every run).
+
+    Raises:
+        InputError: not a CARZeroModule checkpoint written through the ``carzero`` CLI, or mismatching weights.
+    """
+    state = load_weights(checkpoint)
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise InputError(f"{checkpoint} is not a Lightning checkpoint (it has no 'state_dict')")
+    if "carzero_config" not in state:
+        raise InputError(
+            f"{checkpoint} has no 'carzero_config': it was not written by a CARZeroModule trained through the "
+            "`carzero` CLI (which adds carzero.pretrained.StoreModelConfig); save the network with "
+            "carzero.pretrained.save_pretrained instead"
+        )
+    data_hparams = state.get("datamodule_hyper_parameters") or {}
+    values = state.get("carzero_preprocessing") or {
+        key: data_hparams[key] for key in ("image_size", "channels", "mean", "std") if key in data_hparams
+    }
+    if "image_size" not in values:
+        raise InputError(f"{checkpoint} does not record the image preprocessing (no 'carzero_preprocessing')")
+    preprocessing = CXRPreprocessing.from_dict(values)
+    net = CARZero.from_config(state["carzero_config"])
+    weights = {name[len("net."):]: tensor for name, tensor in state["state_dict"].items() if name.startswith("net.")}
+    result = net.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise InputError(
+            f"{checkpoint}: weights do not match its carzero_config (missing {result.missing_keys[:5]}, unexpected "
+            f"{result.unexpected_keys[:5]})"
+        )
+    manifest = data_hparams.get("manifest")
+    training_manifest = None
+    if manifest and Path(manifest).is_file():
+        from datasets.io import sha256_file
+
+        training_manifest = {"path": str(manifest), "sha256": sha256_file(manifest)}
+    logger.info("exporting %s (epoch %s, step %s)", checkpoint, state.get("epoch"), state.get("global_step"))
+    return save_pretrained(
+        net, folder, preprocessing, seed=data_hparams.get("seed"), training_manifest=training_manifest,
+        extra={"exported_from": str(checkpoint), "global_step": state.get("global_step")}, overwrite=overwrite,
+    )
