@@ -107,23 +107,6 @@ def test_ct_benchmarks_metadata_and_prompt_merge(tmp_path):
         rad.class_scores(scores[:, :16])
 
 
-def test_synthetic_benchmarks_pass_their_count_checks(tmp_path):
-    header = (DATA / "chestxray14" / "Data_Entry_2017.csv").read_text().splitlines()[0]
-    findings = ["Mass|Nodule" if i % 3 == 0 else "No Finding" for i in range(32)]
-    rows = [f"{i:08d}_000.png,{f},0,{i},50,F,PA,256,256,0.5,0.5," for i, f in enumerate(findings)]
-    (tmp_path / "synthetic-cxr").mkdir()
-    (tmp_path / "synthetic-cxr" / "Data_Entry_2017.csv").write_text("\n".join([header, *rows]) + "\n")
-    cxr = load_benchmark("synthetic-cxr", tmp_path)
-    assert cxr.labels.labels.shape == (32, 14) and cxr.labels.positives()["Mass"] == 11
-    (tmp_path / "synthetic-ct3d").mkdir()
-    lines = ["VolumeName," + ",".join(ctrate.CLASSES)]
-    lines += [f"synthetic_{i}.nii.gz," + ",".join(["0"] * 18) for i in range(12)]
-    (tmp_path / "synthetic-ct3d" / "dataset_multi_abnormality_labels_valid_predicted_labels.csv").write_text(
-        "\n".join(lines) + "\n")
-    ct = load_benchmark("synthetic-ct3d", tmp_path)
-    assert next(ct.samples())["image"] == tmp_path / "synthetic-ct3d" / "volumes" / "synthetic_0.nii.gz"
-
-
 def test_malformed_configs(tmp_path):
     config_dir = tmp_path / "configs"
     (config_dir / "benchmarks").mkdir(parents=True)
