@@ -27,7 +27,7 @@ import torch
 from datasets.errors import InputError
 from datasets.io import atomic_write_text, sha256_file
 
-__all__ = ["main", "DEFAULT_CONFIG"]
+__all__ = ["main", "DEFAULT_CONFIG", "results_markdown", "ablation_markdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,11 @@ def _example_segmentation(model_dir: Path, manifest: Path, out: Path) -> list[di
 
 def _run(options: argparse.Namespace, out: Path, manifest: Path, seed: int, variant: str) -> dict[str, Any]:
     overrides = ["--model.net.init_args.use_language", "false"] if variant == "no_language" else []
+    if options.max_minutes is not None:
+        seconds = round(options.max_minutes * 60)
+        overrides += ["--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
+    if options.max_epochs is not None:
+        overrides += ["--trainer.max_epochs", str(options.max_epochs)]
     trained = _train(options.config, out, manifest, seed, f"{variant}_seed{seed}", overrides)
     cli = trained.pop("cli")
     net = cli.model.net
@@ -114,7 +119,8 @@ def _run(options: argparse.Namespace, out: Path, manifest: Path, seed: int, vari
     }
 
 
-def _markdown(results: dict[str, Any]) -> str:
+def results_markdown(results: dict[str, Any]) -> str:
+    """The README table of a demo ``results.json``."""
     test = results["test"]
     multi = test["multi_lesion"]
     lines = [
@@ -138,6 +144,20 @@ def _markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ablation_markdown(results: dict[str, Any]) -> str:
+    """The README table of an ``ablation.json``: full model vs no-language ablation, mean ± sd over seeds."""
+    lines = [
+        "| variant | seeds | test Dice (true prompts), mean ± sd | Dice gap true - shuffled prompts |",
+        "|---|---|---|---|",
+    ]
+    for variant, summary in results["summary"].items():
+        lines.append(
+            f"| {variant} | {', '.join(map(str, summary['seeds']))} | {summary['dice_mean']:.3f} ± "
+            f"{summary['dice_sd']:.3f} | {summary['shuffle_gap_mean']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _ablation_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for variant in sorted({run["variant"] for run in runs}):
@@ -157,6 +177,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (configs/lsms/demo.yaml)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="training time limit (config: 6 minutes)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="training epochs (config: see demo.yaml)")
     parser.add_argument("--ablation", action="store_true", help="train full and no-language models for --seeds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of --ablation")
     options = parser.parse_args(argv)
@@ -197,7 +219,7 @@ def main(argv: list[str]) -> int:
     run["example_segmentation"] = _example_segmentation(model_dir, manifest, out / "segment")
     results = {"benchmark": benchmark, **run}
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    table = _markdown(results)
+    table = results_markdown(results)
     atomic_write_text(out / "results.md", table)
     print(table)
     print(f"model folder: {model_dir}; overlays: {out / 'segment'}")
