@@ -36,8 +36,10 @@ from datasets.metrics import SEEDINGS, choose_thresholds, evaluate_multilabel, f
 
 __all__ = [
     "NAME_COLUMN", "BENCHMARK_DIR", "ScoreTable", "read_scores", "benchmark_classes", "load_pair", "build_parser",
-    "main",
+    "main", "results_markdown",
 ]
+
+_REPORTED = ("auroc", "f1_weighted", "accuracy", "precision", "recall")
 
 logger = logging.getLogger(__name__)
 
@@ -274,3 +276,22 @@ def _split_thresholds(scores_path: Path, labels_path: Path, classes: list[str]) 
     if unusable:
         raise InputError(f"{labels_path}: no threshold can be chosen for {unusable}: no positives or negatives there")
     return thresholds
+
+
+def results_markdown(results: dict) -> str:
+    """A README table of a ``metrics.json``: macro point estimate, bootstrap mean and interval per metric."""
+    boot = results.get("bootstrap") or {}
+    mean, interval = boot.get("mean", {}), boot.get("ci", {})
+    lines = [
+        f"{results['n']} volumes x {len(results['classes'])} classes, thresholds: {results['threshold_rule']} rule, "
+        f"{boot.get('n_resamples', 0)} bootstrap resamples ({boot.get('seeding', '-')} seeding).",
+        "",
+        "| metric (macro over classes) | point estimate | bootstrap mean | 95% interval |",
+        "|---|---|---|---|",
+    ]
+    for name in _REPORTED:
+        low, high = interval.get(name, (float("nan"), float("nan")))
+        lines.append(
+            f"| {name} | {results['macro'][name]:.4f} | {mean.get(name, float('nan')):.4f} | {low:.3f}-{high:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
