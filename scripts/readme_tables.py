@@ -3,8 +3,8 @@
 Each table sits between ``<!-- BEGIN:<name> -->`` and ``<!-- END:<name> -->`` markers in README.md; figures are never
 typed by hand. Usage::
 
-    python benchmarks/readme_tables.py            # rewrite README.md in place
-    python benchmarks/readme_tables.py --check    # exit 1 if README.md is out of date
+    python scripts/readme_tables.py            # rewrite README.md in place
+    python scripts/readme_tables.py --check    # exit 1 if README.md is out of date
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def render(name: str) -> str | None:
     except (ImportError, AttributeError):
         return None
     body = renderer(json.loads(path.read_text()))
-    source = f"<sub>Generated from `results/{filename}` by `python benchmarks/readme_tables.py`.</sub>"
+    source = f"<sub>Generated from `results/{filename}` by `python scripts/readme_tables.py`.</sub>"
     return f"{body.rstrip()}\n\n{source}\n"
 
 
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     updated = update(current)
     if options.check:
         if updated != current:
-            print("README.md tables are out of date: run python benchmarks/readme_tables.py", file=sys.stderr)
+            print("README.md tables are out of date: run python scripts/readme_tables.py", file=sys.stderr)
             return 1
         return 0
     readme.write_text(updated, encoding="utf-8")
