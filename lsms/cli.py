@@ -101,9 +101,10 @@ def _segment(args: list[str]) -> int:
 
 
 def _demo(args: list[str]) -> int:
-    from lsms.demo import main as demo_main
+    from lsms.demo import run
 
-    return demo_main(args)
+    print(run(args))
+    return 0
 
 
 _COMMANDS: dict[str, Callable[[list[str]], int]] = {"export": _export, "segment": _segment, "demo": _demo}

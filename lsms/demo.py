@@ -27,7 +27,7 @@ import torch
 from datasets.errors import InputError
 from datasets.io import atomic_write_text, sha256_file
 
-__all__ = ["main", "DEFAULT_CONFIG", "results_markdown", "ablation_markdown"]
+__all__ = ["run", "DEFAULT_CONFIG", "results_markdown", "ablation_markdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,8 @@ def _ablation_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def main(argv: list[str]) -> int:
-    """Run the demo; see the module docstring."""
+def run(argv: list[str]) -> str:
+    """Run the demo (see the module docstring) and return the summary for the terminal."""
     parser = argparse.ArgumentParser(prog="lsms demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (configs/lsms/demo.yaml)")
@@ -199,8 +199,7 @@ def main(argv: list[str]) -> int:
                 logger.info("%s seed %d: test Dice %.3f", variant, seed, run["test"]["true_prompts"]["dice"])
         results = {"benchmark": benchmark, "runs": runs, "summary": _ablation_summary(runs)}
         atomic_write_text(out / "ablation.json", json.dumps(results, indent=2) + "\n")
-        print(json.dumps(results["summary"], indent=2))
-        return 0
+        return ablation_markdown(results)
 
     run = _run(options, out, manifest, options.seed, "full")
     cli = run.pop("cli")
@@ -221,6 +220,4 @@ def main(argv: list[str]) -> int:
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     table = results_markdown(results)
     atomic_write_text(out / "results.md", table)
-    print(table)
-    print(f"model folder: {model_dir}; overlays: {out / 'segment'}")
-    return 0
+    return f"{table}\nmodel folder: {model_dir}; overlays: {out / 'segment'}"
