@@ -1,0 +1,152 @@
+"""End-to-end tests of ``carzero zeroshot`` on a tiny generated synthetic-cxr benchmark."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from carzero.cli import main
+from carzero.model import CARZero
+from carzero.pretrained import from_pretrained, save_pretrained
+from carzero.scoring import CARZeroScorer
+from datasets.cxr_transforms import CXRPreprocessing
+from datasets.labels.chestxray14 import read_data_entry, read_image_list
+from datasets.metrics import evaluate_multilabel
+from datasets.pairs_datamodule import CXRDataset
+from datasets.synthetic.cxr import generate_cxr
+from datasets.synthetic.cxr_spec import CXR_V1
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPTS = ROOT / "configs" / "prompts" / "synthetic-cxr.txt"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "synthetic-cxr"
+    generate_cxr(out, replace(CXR_V1, train_images=4, val_images=2, test_images=7, image_size=96), seed=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_bert_dir) -> Path:
+    torch.manual_seed(0)
+    net = CARZero(text_encoder=str(tiny_bert_dir), image_size=32, patch_size=16, vision_width=32, vision_layers=1,
+                  vision_heads=2, embed_dim=32, fusion_layers=1, fusion_heads=2, fusion_ffn_dim=32,
+                  head_hidden_dims=[16], text_max_length=24, text_last_n_layers=1)
+    return save_pretrained(net, tmp_path_factory.mktemp("models") / "tiny", CXRPreprocessing(image_size=32))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def direct_scores(model_dir: Path, bench: Path, ids: list[str], prompts: list[str]) -> torch.Tensor:
+    net, preprocessing, _ = from_pretrained(model_dir)
+    dataset = CXRDataset([bench / "images" / i for i in ids], preprocessing)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    return CARZeroScorer(net, prompts).score_images(images).mean
+
+
+def test_benchmark_end_to_end_writes_scores_metrics_roc_and_resumes(tmp_path, bench, model_dir):
+    out = tmp_path / "zs"
+    args = [str(model_dir), "--benchmark", "synthetic-cxr", "--data-root", str(bench.parent), "--no-check-counts",
+            "--out", str(out), "--batch-size", "3"]
+    assert main(["zeroshot", *args]) == 0
+    rows = read_csv(out / "scores.csv")
+    test_ids = read_image_list(bench / "test_list.txt")
+    assert [row["image_id"] for row in rows] == test_ids and len(rows[0]) == 15
+    scores = np.array([[float(row[c]) for c in list(row)[1:]] for row in rows])
+    prompts = [line.strip() for line in PROMPTS.read_text().splitlines() if line and not line.startswith("#")]
+    np.testing.assert_allclose(scores, direct_scores(model_dir, bench, test_ids, prompts).numpy(), atol=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    labels = read_data_entry(bench / "Data_Entry_2017.csv").select_images(test_ids).labels
+    expected = evaluate_multilabel(scores, labels, list(rows[0])[1:])
+    assert metrics["macro"]["auroc"] == pytest.approx(expected.macro["auroc"], nan_ok=True)
+    assert metrics["threshold_rule"] == "official" and "ROC corner" in metrics["threshold_rule_text"]
+    assert (out / "metrics_per_class.csv").is_file()
+    assert (out / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a killed run: the last two rows are gone; the rerun scores only those and appends them
+    lines = (out / "scores.csv").read_text().splitlines(keepends=True)
+    (out / "scores.csv").write_text("".join(lines[:-2]))
+    assert main(["zeroshot", *args]) == 0
+    resumed = read_csv(out / "scores.csv")
+    assert [row["image_id"] for row in resumed] == test_ids
+    assert resumed[:-2] == rows[:-2]
+    np.testing.assert_allclose(np.array([[float(v) for v in list(r.values())[1:]] for r in resumed]), scores,
+                               atol=1e-5)
+
+
+def test_label_table_with_named_prompts_and_negative_pairs(tmp_path, bench, model_dir):
+    (tmp_path / "pos.json").write_text(json.dumps({"Effusion": "There is pleural effusion",
+                                                   "Cardiomegaly": ["There is cardiomegaly"]}))
+    (tmp_path / "neg.json").write_text(json.dumps({"Effusion": "There is no pleural effusion",
+                                                   "Cardiomegaly": "There is no cardiomegaly"}))
+    out = tmp_path / "zs"
+    assert main(["zeroshot", str(model_dir), "--labels", str(bench / "Data_Entry_2017.csv"), "--adapter",
+                 "chestxray14.data_entry", "--images", str(bench / "images"), "--split-list",
+                 str(bench / "test_list.txt"), "--prompts", str(tmp_path / "pos.json"), "--negative-prompts",
+                 str(tmp_path / "neg.json"), "--out", str(out)]) == 0
+    rows = read_csv(out / "scores.csv")
+    assert list(rows[0]) == ["image_id", "Cardiomegaly", "Effusion"]  # the label table's class order
+    ids = [row["image_id"] for row in rows]
+    logits = direct_scores(model_dir, bench, ids, ["There is cardiomegaly", "There is pleural effusion",
+                                                   "There is no cardiomegaly", "There is no pleural effusion"])
+    expected = torch.sigmoid(logits[:, :2] - logits[:, 2:]).numpy()
+    np.testing.assert_allclose(np.array([[float(r["Cardiomegaly"]), float(r["Effusion"])] for r in rows]), expected,
+                               atol=1e-5)
+    assert "softmax" in json.loads((out / "metrics.json").read_text())["scoring"]
+
+
+def bad_run(tmp_path: Path, model_dir: Path, labels: Path, images: Path, split: Path, prompts: Path, capsys
+            ) -> str:
+    out = tmp_path / "zs_bad"
+    status = main(["zeroshot", str(model_dir), "--labels", str(labels), "--adapter", "chestxray14.data_entry",
+                   "--images", str(images), "--split-list", str(split), "--prompts", str(prompts), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert not out.exists(), "bad input must leave no partial output"
+    return err
+
+
+def test_image_missing_from_disk(tmp_path, bench, model_dir, capsys):
+    images = tmp_path / "images"
+    shutil.copytree(bench / "images", images)
+    victim = read_image_list(bench / "test_list.txt")[2]
+    (images / victim).unlink()
+    err = bad_run(tmp_path, model_dir, bench / "Data_Entry_2017.csv", images, bench / "test_list.txt", PROMPTS,
+                  capsys)
+    assert victim in err
+
+
+def test_image_missing_from_the_label_table(tmp_path, bench, model_dir, capsys):
+    split = tmp_path / "list.txt"
+    split.write_text("99999999_000.png\n")
+    err = bad_run(tmp_path, model_dir, bench / "Data_Entry_2017.csv", bench / "images", split, PROMPTS, capsys)
+    assert "99999999_000.png" in err
+
+
+def test_prompt_class_absent_from_the_labels(tmp_path, bench, model_dir, capsys):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"Pneumonitis": "There is pneumonitis"}))
+    err = bad_run(tmp_path, model_dir, bench / "Data_Entry_2017.csv", bench / "images", bench / "test_list.txt",
+                  prompts, capsys)
+    assert "Pneumonitis" in err
+
+
+def test_label_value_outside_the_format(tmp_path, bench, model_dir, capsys):
+    lines = (bench / "Data_Entry_2017.csv").read_text().splitlines()
+    first_test = read_image_list(bench / "test_list.txt")[0]
+    lines = [line.replace(line.split(",")[1], "Banana", 1) if line.startswith(first_test) else line for line in lines]
+    table = tmp_path / "Data_Entry_2017.csv"
+    table.write_text("\n".join(lines) + "\n")
+    err = bad_run(tmp_path, model_dir, table, bench / "images", bench / "test_list.txt", PROMPTS, capsys)
+    assert "Banana" in err
