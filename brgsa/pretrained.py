@@ -1,0 +1,163 @@
+"""BrgSA in the portable model folder (:mod:`datasets.pretrained`): save, load, export from a Lightning checkpoint.
+
+The folder stores the network's constructor arguments (:attr:`brgsa.model.BrgSA.config`), the CT volume
+preprocessing it was trained with (:class:`datasets.ct_pipeline.CTVolumePreprocessing`) and the text encoder with
+its tokenizer, so ``brgsa zeroshot`` preprocesses exactly as training did, offline.
+
+:class:`brgsa.module.BrgSAModule` does not store the network's config in its checkpoints (its hyper-parameters
+exclude ``net``), so the ``brgsa`` LightningCLI adds :class:`StoreModelConfig`, which writes ``brgsa_config`` and
+``brgsa_preprocessing`` into every checkpoint; :func:`export_checkpoint` reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from brgsa.model import BrgSA
+from datasets.ct_pipeline import CTVolumePreprocessing
+from datasets.errors import InputError
+from datasets.io import load_weights
+from datasets.pretrained import load_model_weights, read_model_config, save_model_folder
+
+__all__ = ["MODEL_TYPE", "StoreModelConfig", "export_checkpoint", "from_pretrained", "save_pretrained"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPE = "brgsa"
+_TEXT_PREFIX = "text_encoder.model."
+_NORMALISATION = "HU clipped to hu_range, scaled to [-1, 1], then (x - mean) / std when mean_std is set"
+
+
+class StoreModelConfig(Callback):
+    """Write the network's config and the preprocessing into every checkpoint.
+
+    Keys: ``brgsa_config`` (``net.config``) and ``brgsa_preprocessing`` (``datamodule.preprocessing.to_dict()`` when
+    the DataModule has a :class:`CTVolumePreprocessing`).
+    """
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["brgsa_config"] = dict(pl_module.net.config)
+        preprocessing = getattr(trainer.datamodule, "preprocessing", None)
+        if isinstance(preprocessing, CTVolumePreprocessing):
+            checkpoint["brgsa_preprocessing"] = preprocessing.to_dict()
+
+
+def _check_sizes(config: Mapping[str, Any], preprocessing: CTVolumePreprocessing) -> None:
+    patch = config["patch_size"]
+    for name in ("size", "crop_size"):
+        shape = getattr(preprocessing, name)
+        if any(s % p for s, p in zip(shape, patch)):
+            raise InputError(
+                f"the preprocessing's {name} {list(shape)} is not a multiple of the network's patch size {patch} "
+                "along every axis"
+            )
+
+
+def save_pretrained(
+    net: BrgSA,
+    folder: str | os.PathLike,
+    preprocessing: CTVolumePreprocessing,
+    *,
+    seed: int | None = None,
+    training_manifest: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``net`` and its preprocessing as a portable model folder.
+
+    Args:
+        net: the network.
+        folder: destination (must not exist unless ``overwrite``).
+        preprocessing: the CT preprocessing used in training (its crop size is the evaluation centre crop).
+        seed: training seed. Defaults to None.
+        training_manifest: ``{"path", "sha256", "rows"}`` of the training table. Defaults to None.
+        extra: more JSON fields, e.g. test metrics. Defaults to None.
+        overwrite: replace an existing folder. Defaults to False.
+
+    Raises:
+        InputError: the preprocessing's volume or crop size is not a multiple of the patch size.
+    """
+    config = net.config
+    _check_sizes(config, preprocessing)
+    encoder = net.text_encoder
+    return save_model_folder(
+        folder,
+        net,
+        model_type=MODEL_TYPE,
+        model_config=config,
+        preprocessing={**preprocessing.to_dict(), "normalisation": _NORMALISATION},
+        text_encoder=(_TEXT_PREFIX, encoder.model, encoder.tokenizer),
+        seed=seed,
+        training_manifest=training_manifest,
+        extra={"tokenizer": {"source": config["text_encoder"], "max_length": encoder.max_length}, **(extra or {})},
+        overwrite=overwrite,
+    )
+
+
+def from_pretrained(folder: str | os.PathLike) -> tuple[BrgSA, CTVolumePreprocessing, dict[str, Any]]:
+    """Load a model folder written by :func:`save_pretrained` (or ``brgsa export`` / ``convert-official``).
+
+    Returns:
+        The network in eval mode, its preprocessing, and the whole ``config.json``.
+
+    Raises:
+        InputError: not a BrgSA model folder (e.g. an LSMS or CARZero folder), or weights that do not match.
+    """
+    config = read_model_config(folder, MODEL_TYPE)
+    try:
+        preprocessing = CTVolumePreprocessing.from_dict(
+            {key: value for key, value in config["preprocessing"].items() if key != "normalisation"}
+        )
+        net = BrgSA.from_config(config["model"])
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{folder}: config.json does not describe a BrgSA model: {err}") from err
+    load_model_weights(folder, net, config)
+    return net.eval(), preprocessing, config
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Convert a Lightning ``.ckpt`` of :class:`brgsa.module.BrgSAModule` into a portable model folder.
+
+    The checkpoint is read with ``weights_only=True`` (no code runs). The network is rebuilt from the
+    ``brgsa_config`` that :class:`StoreModelConfig` writes (the ``brgsa`` CLI adds it to every run), the
+    preprocessing from ``brgsa_preprocessing``.
+
+    Raises:
+        InputError: not a BrgSAModule checkpoint written through the ``brgsa`` CLI, or mismatching weights.
+    """
+    state = load_weights(checkpoint)
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise InputError(f"{checkpoint} is not a Lightning checkpoint (it has no 'state_dict')")
+    if "brgsa_config" not in state or "brgsa_preprocessing" not in state:
+        raise InputError(
+            f"{checkpoint} has no 'brgsa_config'/'brgsa_preprocessing': it was not written by a BrgSAModule trained "
+            "through the `brgsa` CLI (which adds brgsa.pretrained.StoreModelConfig); save the network with "
+            "brgsa.pretrained.save_pretrained instead"
+        )
+    preprocessing = CTVolumePreprocessing.from_dict(state["brgsa_preprocessing"])
+    net = BrgSA.from_config(state["brgsa_config"])
+    weights = {name[len("net."):]: tensor for name, tensor in state["state_dict"].items() if name.startswith("net.")}
+    result = net.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise InputError(
+            f"{checkpoint}: weights do not match its brgsa_config (missing {result.missing_keys[:5]}, unexpected "
+            f"{result.unexpected_keys[:5]})"
+        )
+    data_hparams = state.get("datamodule_hyper_parameters") or {}
+    reports = data_hparams.get("reports")
+    training_manifest = None
+    if reports and Path(reports).is_file():
+        from datasets.io import sha256_file
+
+        training_manifest = {"path": str(reports), "sha256": sha256_file(reports)}
+    logger.info("exporting %s (epoch %s, step %s)", checkpoint, state.get("epoch"), state.get("global_step"))
+    return save_pretrained(
+        net, folder, preprocessing, seed=data_hparams.get("seed"), training_manifest=training_manifest,
+        extra={"exported_from": str(checkpoint), "global_step": state.get("global_step")}, overwrite=overwrite,
+    )

@@ -1,0 +1,142 @@
+"""Tests of ``brgsa zeroshot``: end-to-end scoring of a tiny synthetic-ct3d benchmark, resuming, and bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from brgsa.cli import main
+from brgsa.model import BrgSA, zero_shot_scores
+from brgsa.pretrained import from_pretrained, save_pretrained
+from datasets.ct_pipeline import CTVolumePreprocessing, load_preprocessed, to_model_input
+from datasets.labels.ctrate import CLASSES, read_ctrate_metadata
+from datasets.pretrained import save_model_folder
+from datasets.synthetic.ct3d import TEST_LABELS, generate_ct3d
+from datasets.synthetic.ct3d_spec import CT3D_V1
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMPTS = ROOT / "configs" / "prompts" / "synthetic-ct3d.txt"
+TINY_PREPROCESSING = CTVolumePreprocessing(spacing=(14.0, 14.0, 28.0), size=(32, 32, 16), crop_size=(32, 32, 16))
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    """A tiny synthetic-ct3d v1 layout: 4 train, 2 val, 8 test volumes."""
+    out = tmp_path_factory.mktemp("data") / "synthetic-ct3d"
+    generate_ct3d(out, replace(CT3D_V1, train_volumes=4, val_volumes=2, test_volumes=8), seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_bert_dir) -> Path:
+    torch.manual_seed(0)
+    net = BrgSA(text_encoder=str(tiny_bert_dir), image_size=[32, 32, 16], vision_width=24, vision_depth=1,
+                vision_heads=2, embed_dim=16, knowledge_bank_size=8, text_last_n_layers=2)
+    return save_pretrained(net, tmp_path_factory.mktemp("models") / "brgsa", TINY_PREPROCESSING)
+
+
+def read_rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["VolumeName"]: row for row in csv.DictReader(handle)}
+
+
+def run(args: list[str]) -> int:
+    return main(["zeroshot", *args, "--no-progress", "--bootstrap", "20"])
+
+
+def test_benchmark_run_writes_paper_scores_and_metrics(tmp_path, bench, model_dir):
+    out = tmp_path / "zs"
+    assert run([str(model_dir), "--benchmark", "synthetic-ct3d", "--data-root", str(bench.parent),
+                "--no-check-counts", "--out", str(out), "--batch-size", "3"]) == 0
+    rows = read_rows(out / "scores.csv")
+    with open(bench / TEST_LABELS, newline="", encoding="utf-8") as handle:
+        names = [row["VolumeName"] for row in csv.DictReader(handle)]
+    assert sorted(rows) == sorted(names) and len(names) == 8
+    # the scores are the paper's (cos(v, t) + cos(v_hat, t)) / 2 of the full preprocessed volume
+    net, preprocessing, _ = from_pretrained(model_dir)
+    geometry = read_ctrate_metadata(bench / "validation_metadata.csv")
+    name = names[0]
+    hu, _ = load_preprocessed(bench / "volumes" / name, preprocessing, None, geometry[name])
+    with torch.no_grad():
+        prompts = net.encode_texts([f"There is {c}" for c in CLASSES])[0]
+        expected = zero_shot_scores(*net.encode_volumes(to_model_input(hu, preprocessing, "none")[None]), prompts)
+    got = torch.tensor([float(rows[name][c]) for c in CLASSES])
+    torch.testing.assert_close(got, expected[0], rtol=0, atol=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes"] == CLASSES and metrics["bootstrap"]["n_resamples"] == 20
+    assert metrics["inputs"]["scores"]["path"] == str(out / "scores.csv")
+    assert (out / "metrics_per_class.csv").read_text().count("\n") == 19
+
+
+def test_a_killed_run_resumes_to_the_same_scores(tmp_path, bench, model_dir):
+    out = tmp_path / "zs"
+    args = [str(model_dir), "--benchmark", "synthetic-ct3d", "--data-root", str(bench.parent), "--no-check-counts",
+            "--out", str(out)]
+    assert run(args) == 0
+    complete = read_rows(out / "scores.csv")
+    lines = (out / "scores.csv").read_text().splitlines(keepends=True)
+    (out / "scores.csv").write_text("".join(lines[:4]) + lines[4][:20])  # 3 rows and a torn fourth
+    (out / "metrics.json").unlink()
+    assert run(args) == 0
+    assert read_rows(out / "scores.csv") == complete
+    assert (out / "metrics.json").is_file()
+    assert run([*args, "--crop", "center"]) == 2  # another evaluation setting may not continue these scores
+
+
+def test_label_csv_mode_with_negative_prompts(tmp_path, bench, model_dir):
+    negatives = tmp_path / "no.txt"
+    negatives.write_text("".join(f"There is no {c}\n" for c in CLASSES))
+    out = tmp_path / "zs"
+    assert run([str(model_dir), "--labels", str(bench / TEST_LABELS), "--volumes", str(bench / "volumes"),
+                "--metadata", str(bench / "validation_metadata.csv"), "--prompts", str(PROMPTS), "--allow-unlisted",
+                "--negative-prompts", str(negatives), "--out", str(out)]) == 0
+    values = np.array([[float(row[c]) for c in CLASSES] for row in read_rows(out / "scores.csv").values()])
+    assert values.shape == (8, 18) and (values > 0).all() and (values < 1).all()  # pair-softmax probabilities
+
+
+def bad_run(capsys, args: list[str], out: Path) -> str:
+    assert run([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("brgsa zeroshot: error:")
+    assert not out.exists()
+    return err
+
+
+def write_labels(path: Path, names: list[str], columns: list[str] = CLASSES) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["VolumeName", *columns])
+        writer.writerows([name, *([0, 1] * len(columns))[: len(columns)]] for name in names)
+    return path
+
+
+def test_bad_inputs_exit_2_naming_the_culprit_and_write_nothing(tmp_path, bench, model_dir, capsys):
+    base = [str(model_dir), "--volumes", str(bench / "volumes"), "--prompts", str(PROMPTS)]
+    test_names = list(read_rows(bench / TEST_LABELS))
+    out = tmp_path / "out"
+    lacking = write_labels(tmp_path / "lacking.csv", test_names, [c for c in CLASSES if c != "Emphysema"])
+    assert "Emphysema" in bad_run(capsys, [*base, "--labels", str(lacking), "--allow-unlisted"], out)
+    absent = write_labels(tmp_path / "absent.csv", [*test_names, "valid_999_a_1.nii.gz"])
+    assert "valid_999_a_1.nii.gz" in bad_run(capsys, [*base, "--labels", str(absent), "--allow-unlisted"], out)
+    partial = write_labels(tmp_path / "partial.csv", test_names[:-1])
+    err = bad_run(capsys, [*base, "--labels", str(partial)], out)
+    assert "absent from the label CSV" in err and "train_" in err
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 1), np.int16), np.eye(4)), flat / "slice.nii.gz")
+    two_d = write_labels(tmp_path / "two_d.csv", ["slice.nii.gz"])
+    err = bad_run(capsys, [str(model_dir), "--volumes", str(flat), "--prompts", str(PROMPTS), "--labels",
+                           str(two_d)], out)
+    assert "slice.nii.gz" in err and "2D image" in err
+    save_model_folder(tmp_path / "lsms_model", torch.nn.Linear(2, 2), model_type="lsms", model_config={},
+                      preprocessing={})
+    err = bad_run(capsys, [str(tmp_path / "lsms_model"), "--benchmark", "synthetic-ct3d", "--data-root",
+                           str(bench.parent), "--no-check-counts"], out)
+    assert "'lsms' model" in err
