@@ -9,11 +9,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 from datasets.cache import PreprocessCache, cache_key
 from datasets.errors import InputError
 from datasets.refseg import SPLITS, RefSegRow, load_sample, read_refseg_manifest
+from datasets.sampling import ResumableDataLoader, ResumableSampler
 from datasets.slices import LIVER_WINDOW, SlicePreprocessing
 
 __all__ = ["RefSegDataset", "RefSegDataModule", "collate_refseg", "seed_worker"]
@@ -33,7 +34,9 @@ class RefSegDataset(Dataset):
             (:func:`datasets.laterality.swap_laterality_words`). Defaults to False.
         intensity_jitter: ``j`` of a random contrast/brightness change ``x * (1 + a) + b``, ``a, b ~ U(-j, j)``,
             clipped to ``[0, 1]``. Defaults to 0.0 (off).
-        seed: seed of the augmentation generator (re-seeded per worker by :func:`seed_worker`). Defaults to 0.
+        seed: seed of the augmentation. Each sample's draws come from a generator seeded by ``(seed, epoch,
+            index)``, so they do not depend on worker processes, prefetching or where a resumed run restarted.
+            Defaults to 0.
     """
 
     def __init__(
@@ -50,7 +53,8 @@ class RefSegDataset(Dataset):
         self.cache = PreprocessCache(cache_dir) if cache_dir else None
         self.flip_lr = flip_lr
         self.intensity_jitter = intensity_jitter
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.epoch = 0
         self._swap_words = None
         if flip_lr:
             from datasets.laterality import swap_laterality_words
@@ -59,6 +63,10 @@ class RefSegDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentation draws :meth:`__getitem__` makes (called by the sampler)."""
+        self.epoch = epoch
 
     def _load(self, row: RefSegRow) -> dict[str, Any]:
         if self.cache is None:
@@ -92,13 +100,17 @@ class RefSegDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self._load(self.rows[index])
-        if self.flip_lr and torch.rand((), generator=self.generator) < 0.5:
+        if not self.flip_lr and self.intensity_jitter <= 0:
+            return sample
+        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(sample_seed)
+        if self.flip_lr and torch.rand((), generator=generator) < 0.5:
             sample["image"] = sample["image"].flip(-1)  # display columns run patient right -> left
             sample["mask"] = sample["mask"].flip(-1)
             sample["text"] = self._swap_words(sample["text"])
             sample["meta"] = sample["meta"] | {"flipped_lr": True}
         if self.intensity_jitter > 0:
-            scale, shift = (torch.rand(2, generator=self.generator) * 2 - 1) * self.intensity_jitter
+            scale, shift = (torch.rand(2, generator=generator) * 2 - 1) * self.intensity_jitter
             sample["image"] = (sample["image"] * (1 + scale) + shift).clamp(0.0, 1.0)
         return sample
 
@@ -116,14 +128,11 @@ def collate_refseg(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: derive the worker's augmentation, NumPy and ``random`` seeds from torch's
-    per-worker seed (itself drawn from the loader's seeded generator), so runs are reproducible."""
+    """DataLoader ``worker_init_fn``: derive the worker's NumPy and ``random`` seeds from torch's per-worker seed
+    (itself drawn from the loader's seeded generator), so code drawing from them in a worker is reproducible."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    info = get_worker_info()
-    if info is not None and isinstance(info.dataset, RefSegDataset):
-        info.dataset.generator.manual_seed(seed)
 
 
 class RefSegDataModule(L.LightningDataModule):
@@ -147,6 +156,11 @@ class RefSegDataModule(L.LightningDataModule):
         flip_lr: left-right flip augmentation of training samples, swapping laterality words in the text.
             Defaults to False: a flipped "lesion in the right lobe" is only correct if the text is rewritten too.
         intensity_jitter: strength of random contrast/brightness on training images. Defaults to 0.0 (off).
+
+    Training order and resuming: the training loader is a :class:`datasets.sampling.ResumableDataLoader` over a
+    :class:`datasets.sampling.ResumableSampler` (seeded by ``seed``, split across processes by rank). Lightning stores
+    its position and the global generator states in every checkpoint, so ``fit --ckpt_path last`` continues a run
+    stopped mid-epoch exactly where it stopped. Validation and test loaders are plain, in manifest order.
 
     Example::
 
@@ -187,6 +201,7 @@ class RefSegDataModule(L.LightningDataModule):
         self.flip_lr = flip_lr
         self.intensity_jitter = intensity_jitter
         self.datasets: dict[str, RefSegDataset] = {}
+        self._train_loader: ResumableDataLoader | None = None
 
     def prepare_data(self) -> None:
         """Validate the manifest early (every row, every file path); stores nothing."""
@@ -214,13 +229,13 @@ class RefSegDataModule(L.LightningDataModule):
                 seed=self.seed,
             )
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
             raise InputError(f"split {split!r} is not set up; call setup() for a stage that uses it first")
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=False,
             num_workers=self.num_workers,
             collate_fn=collate_refseg,
             worker_init_fn=seed_worker,
@@ -228,15 +243,40 @@ class RefSegDataModule(L.LightningDataModule):
             persistent_workers=False,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Shuffled training batches; this process's share when training on several (rank from the trainer)."""
+        if "train" not in self.datasets:
+            raise InputError("split 'train' is not set up; call setup('fit') first")
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        dataset = self.datasets["train"]
+        sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
+        self._train_loader = ResumableDataLoader(
+            dataset,
+            sampler,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_refseg,
+            worker_init_fn=seed_worker,
+            generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=False,
+        )
+        return self._train_loader
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Count training batches as they reach ``training_step`` (the resumable position; see
+        :mod:`datasets.sampling`)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training and self._train_loader is not None:
+            self._train_loader.advance(len(batch["text"]))
+        return batch
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         """The test split, in manifest order."""
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
