@@ -71,6 +71,8 @@ def build_lightning_cli(args: Sequence[str] | None = None, run: bool = True):
     from brgsa.module import BrgSAModule
     from brgsa.pretrained import StoreModelConfig
 
+    if args is not None and list(args) == sys.argv[1:]:
+        args = None  # the `brgsa` script itself: let LightningCLI read sys.argv (it warns when given both)
     return _lightning_cli_class()(
         BrgSAModule, BrgSADataModule, args=list(args) if args is not None else None, run=run,
         save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [StoreModelConfig()]},
