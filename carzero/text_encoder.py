@@ -4,6 +4,10 @@ Token features are the sum (or mean) of the last ``last_n_layers`` hidden states
 words by summing them (the released model does; off by default here because it needs a Python pass over the tokens).
 The sentence vector is the mean of the valid token features; padding never enters it, and the returned mask lets the
 fusion ignore padded positions.
+
+:meth:`TextEncoder.freeze` turns the encoder into a fixed feature extractor (no gradients, always in eval mode) and, by
+default, caches the features of each distinct text, so that training with a frozen text encoder costs one encoder
+pass per distinct report instead of one per step.
 """
 
 from __future__ import annotations
@@ -118,9 +122,52 @@ class TextEncoder(nn.Module):
         self.merge_word_pieces = merge_word_pieces
         self.sentence_pooling = sentence_pooling
         self.clean_text = clean_text
+        self.frozen = False
+        self.cache_features = False
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def freeze(self, cache_features: bool = True) -> TextEncoder:
+        """Stop training the encoder: no gradients, eval mode from now on (``train()`` keeps it in eval mode).
+
+        Args:
+            cache_features: encode each distinct text once and reuse its features (kept on the encoder's device,
+                keyed by the raw text; not part of the ``state_dict``). Defaults to True.
+
+        Returns:
+            The encoder itself.
+        """
+        self.requires_grad_(False)
+        self.frozen = True
+        self.cache_features = cache_features
+        self._cache.clear()
+        return self.eval()
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        """Set the training mode; a frozen encoder (:meth:`freeze`) always stays in eval mode (no dropout)."""
+        return super().train(mode and not self.frozen)
+
+    def cached_texts(self) -> int:
+        """Number of distinct texts whose features are cached."""
+        return len(self._cache)
+
+    def encode_cached(self, texts: list[str], batch_size: int = 64) -> None:
+        """Encode and cache the texts not cached yet, ``batch_size`` at a time (e.g. every training report up front).
+
+        Raises:
+            ValueError: the encoder is not frozen with ``cache_features=True``.
+        """
+        if not self.cache_features:
+            raise ValueError("encode_cached needs a frozen encoder with a cache: call freeze(cache_features=True)")
+        todo = list(dict.fromkeys(text for text in texts if text not in self._cache))
+        with torch.no_grad():
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                sentence, tokens, mask = self._encode(chunk)
+                for row, text in enumerate(chunk):  # right-padded: the valid tokens are a prefix
+                    self._cache[text] = (sentence[row], tokens[row, : int(mask[row].sum())])
 
     def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encode a batch of texts.
+        """Encode a batch of texts (from the cache where :meth:`freeze` enabled it).
 
         Args:
             texts: ``M`` strings.
@@ -133,6 +180,17 @@ class TextEncoder(nn.Module):
             raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}")
         if len(texts) == 0:
             raise ValueError("texts is empty; pass at least one string")
+        if not self.cache_features:
+            return self._encode(texts)
+        self.encode_cached(texts)
+        sentences, tokens = zip(*(self._cache[text] for text in texts))
+        length = max(words.shape[0] for words in tokens)
+        padded = torch.stack([torch.nn.functional.pad(words, (0, 0, 0, length - words.shape[0])) for words in tokens])
+        mask = torch.stack([torch.arange(length, device=padded.device) < words.shape[0] for words in tokens])
+        return torch.stack(sentences), padded, mask
+
+    def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the Hugging Face model on a non-empty list of strings (see :meth:`forward`)."""
         if self.clean_text:
             texts = [clean_report_text(text) for text in texts]
         encoding = self.tokenizer(
