@@ -193,6 +193,11 @@ class BrgSAModule(LightningModule):
         self.log("val/auroc_classes", float(len(self.val_prompts) - len(result.excluded)))
         self._val_scores, self._val_labels, self._val_prompt_embeds = [], [], None
 
+    # ----------------------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store ``net.config`` under ``"brgsa_config"``: any checkpoint, CLI or not, rebuilds ``net``."""
+        checkpoint["brgsa_config"] = dict(self.net.config)
+
     # ------------------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> dict[str, Any]:
         parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
