@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "RefinementHead",
     "SUPPORTED_BUILTIN_ENCODERS",
     "ConvEncoder",
     "FullScaleDecoder",
@@ -305,3 +306,31 @@ class FullScaleDecoder(nn.Module):
             decoded[level] = self.nodes[str(level)](inputs, tuple(maps[level].shape[-2:]), sentence)
         aux_logits = [head(decoded[level]) for head, level in zip(self.aux_heads, (1, 2, 3))]
         return decoded[0], aux_logits
+
+
+class RefinementHead(nn.Module):
+    """Stride-2 refinement before the mask head, so lesions a few pixels wide keep their shape.
+
+    The full-scale decoder ends at stride 4; a 6 mm lesion on a 128-pixel slice then covers about one decoder cell.
+    This head projects the decoded map to ``width`` channels (1x1 convolution at stride 4, where it is cheap),
+    upsamples it to stride 2, adds shallow image features computed at stride 2 (two 3x3 convolutions on the input),
+    like the full-resolution level of UNet 3+, and mixes them with one 3x3 convolution.
+
+    Args:
+        in_channels: image channels C.
+        decoder_channels: channels of the decoded stride-4 map.
+        width: channels of the stride-2 features and of the output. Defaults to 16.
+    """
+
+    def __init__(self, in_channels: int, decoder_channels: int, width: int = 16) -> None:
+        super().__init__()
+        self.image_features = nn.Sequential(_conv_bn_relu(in_channels, width, stride=2), _conv_bn_relu(width, width))
+        self.project = _conv_bn_relu(decoder_channels, width, kernel_size=1)
+        self.fuse = _conv_bn_relu(width, width)
+        self.out_channels = width
+
+    def forward(self, images: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+        """images (B, C, H, W) with H, W multiples of 32, decoded (B, D, H/4, W/4) -> (B, width, H/2, W/2)."""
+        shallow = self.image_features(images)  # (B, width, H/2, W/2)
+        deep = F.interpolate(self.project(decoded), size=shallow.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(deep + shallow)

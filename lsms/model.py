@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsms.blocks import SVLA, FullScaleDecoder, build_visual_encoder
+from lsms.blocks import SVLA, FullScaleDecoder, RefinementHead, build_visual_encoder
 from lsms.text_encoder import OFFLINE_MINILM, TextEncoder, TextFeatures
 
 __all__ = ["LSMS", "LSMSOutput"]
@@ -75,6 +75,8 @@ class LSMS(nn.Module):
         deep_supervision: return deep-supervision logits. Defaults to True.
         contrastive_dim: width E of the pixel and sentence embeddings for the contrastive loss; 0 builds no
             contrastive head. Defaults to 0.
+        refine_width: channels of the stride-2 refinement head (:class:`lsms.blocks.RefinementHead`) that sharpens
+            small lesions; 0 predicts the mask from the stride-4 decoder output directly. Defaults to 16.
 
     Example::
 
@@ -102,13 +104,15 @@ class LSMS(nn.Module):
         use_language: bool = True,
         deep_supervision: bool = True,
         contrastive_dim: int = 0,
+        refine_width: int = 16,
     ) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1 (1 + 2 * context slices), got {in_channels}")
-        if decoder_width < 1 or contrastive_dim < 0:
+        if decoder_width < 1 or contrastive_dim < 0 or refine_width < 0:
             raise ValueError(
-                f"decoder_width must be >= 1 and contrastive_dim >= 0, got {decoder_width} and {contrastive_dim}"
+                f"decoder_width must be >= 1, contrastive_dim >= 0 and refine_width >= 0, got {decoder_width}, "
+                f"{contrastive_dim} and {refine_width}"
             )
         self.config = {
             "text_encoder": text_encoder,
@@ -128,6 +132,7 @@ class LSMS(nn.Module):
             "use_language": use_language,
             "deep_supervision": deep_supervision,
             "contrastive_dim": contrastive_dim,
+            "refine_width": refine_width,
         }
         self.in_channels = in_channels
         self.use_language = use_language
@@ -156,7 +161,9 @@ class LSMS(nn.Module):
             for width in widths
         )
         self.decoder = FullScaleDecoder(widths, branch_width=decoder_width, text_dim=text_dim if use_language else None)
-        self.head = nn.Conv2d(self.decoder.out_channels, 1, 3, padding=1)
+        self.refine = RefinementHead(in_channels, self.decoder.out_channels, refine_width) if refine_width else None
+        head_channels = self.refine.out_channels if self.refine is not None else self.decoder.out_channels
+        self.head = nn.Conv2d(head_channels, 1, 3, padding=1)
         if contrastive_dim:
             self.pixel_projection = nn.Conv2d(self.decoder.out_channels, contrastive_dim, 1)
             self.sentence_projection = nn.Linear(text_dim, contrastive_dim)
@@ -206,8 +213,9 @@ class LSMS(nn.Module):
             upsampled = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
             return upsampled[..., :height, :width]
 
+        mask_features = self.refine(padded, decoded) if self.refine is not None else decoded  # stride 2 or 4
         output = LSMSOutput(
-            logits=to_input_size(self.head(decoded)),
+            logits=to_input_size(self.head(mask_features)),
             aux_logits=[to_input_size(logits) for logits in aux] if self.deep_supervision else [],
         )
         if self.pixel_projection is not None:
