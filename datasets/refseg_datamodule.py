@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -191,6 +192,8 @@ class RefSegDataModule(L.LightningDataModule):
             raise InputError(f"num_workers must be >= 0, got {num_workers}")
         if not 0.0 <= intensity_jitter < 1.0:
             raise InputError(f"intensity_jitter must be in [0, 1), got {intensity_jitter}")
+        if not Path(manifest).is_file():  # before the Trainer starts, so the error is the first thing users see
+            raise FileNotFoundError(2, "no manifest file", str(manifest))
         self.save_hyperparameters()
         self.manifest = manifest
         self.preprocessing = SlicePreprocessing(tuple(window), image_size, context_slices, already_hu)
