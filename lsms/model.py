@@ -76,7 +76,8 @@ class LSMS(nn.Module):
         contrastive_dim: width E of the pixel and sentence embeddings for the contrastive loss; 0 builds no
             contrastive head. Defaults to 0.
         refine_width: channels of the stride-2 refinement head (:class:`lsms.blocks.RefinementHead`) that sharpens
-            small lesions; 0 predicts the mask from the stride-4 decoder output directly. Defaults to 16.
+            small lesions: its zero-initialised output is added to the upsampled stride-4 prediction, so training
+            starts from the plain decoder and learns the correction. 0 disables it. Defaults to 16.
 
     Example::
 
@@ -161,15 +162,21 @@ class LSMS(nn.Module):
             for width in widths
         )
         self.decoder = FullScaleDecoder(widths, branch_width=decoder_width, text_dim=text_dim if use_language else None)
-        self.refine = RefinementHead(in_channels, self.decoder.out_channels, refine_width) if refine_width else None
-        head_channels = self.refine.out_channels if self.refine is not None else self.decoder.out_channels
-        self.head = nn.Conv2d(head_channels, 1, 3, padding=1)
+        self.head = nn.Conv2d(self.decoder.out_channels, 1, 3, padding=1)
+        if refine_width:
+            self.refine = RefinementHead(in_channels, self.decoder.out_channels, refine_width)
+            self.refine_head = nn.Conv2d(refine_width, 1, 3, padding=1)
+            nn.init.zeros_(self.refine_head.weight)  # starts as the stride-4 prediction and learns the correction
+            nn.init.zeros_(self.refine_head.bias)
+        else:
+            self.refine = self.refine_head = None
         if contrastive_dim:
             self.pixel_projection = nn.Conv2d(self.decoder.out_channels, contrastive_dim, 1)
             self.sentence_projection = nn.Linear(text_dim, contrastive_dim)
             self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         else:
             self.pixel_projection = self.sentence_projection = self.log_logit_scale = None
+        self.to(memory_format=torch.channels_last)  # 4D convolution weights in NHWC to match the inputs
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenise texts exactly as :meth:`forward` does: ``(input_ids (B, L), attention_mask (B, L))``."""
@@ -203,6 +210,7 @@ class LSMS(nn.Module):
                 raise ValueError(f"got {images.shape[0]} images but {word_feats.shape[0]} texts; pass one per image")
         height, width = images.shape[-2:]
         padded = F.pad(images, (0, (-width) % _STRIDE, 0, (-height) % _STRIDE))  # zero-pad bottom/right to 32k
+        padded = padded.contiguous(memory_format=torch.channels_last)  # oneDNN convolutions are faster in NHWC
 
         maps = []
         for features, svla in zip(self.visual_encoder(padded), self.svla):
@@ -213,9 +221,13 @@ class LSMS(nn.Module):
             upsampled = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
             return upsampled[..., :height, :width]
 
-        mask_features = self.refine(padded, decoded) if self.refine is not None else decoded  # stride 2 or 4
+        mask_logits = self.head(decoded)  # (B, 1, H/4, W/4)
+        if self.refine is not None:
+            fine = self.refine(padded, decoded)  # (B, refine_width, H/2, W/2)
+            upsampled = F.interpolate(mask_logits, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+            mask_logits = upsampled + self.refine_head(fine)  # (B, 1, H/2, W/2)
         output = LSMSOutput(
-            logits=to_input_size(self.head(mask_features)),
+            logits=to_input_size(mask_logits),
             aux_logits=[to_input_size(logits) for logits in aux] if self.deep_supervision else [],
         )
         if self.pixel_projection is not None:
