@@ -465,6 +465,7 @@ class VolumeZeroShotDataModule(L.LightningDataModule):
         batch_size: volumes per batch. Defaults to 1.
         num_workers: data-loader worker processes. Defaults to 0.
         seed: data-loader seed. Defaults to 0.
+        check_counts: check the benchmark's expected image and class counts (with ``benchmark``). Defaults to True.
 
     Example::
 
@@ -488,9 +489,11 @@ class VolumeZeroShotDataModule(L.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         seed: int = 0,
+        check_counts: bool = True,
     ) -> None:
         super().__init__()
         _check_common(batch_size, num_workers, layout)
+        self.check_counts = check_counts
         if (labels is None) == (benchmark is None):
             raise InputError("give either labels= and volume_root= or benchmark= and data_root=")
         if labels is not None and volume_root is None:
@@ -520,7 +523,7 @@ class VolumeZeroShotDataModule(L.LightningDataModule):
         if self.benchmark is not None:
             from datasets.benchmarks import load_benchmark
 
-            bench = load_benchmark(self.benchmark, self.data_root)
+            bench = load_benchmark(self.benchmark, self.data_root, check_counts=self.check_counts)
             label_set, root = bench.labels, bench.image_root
         else:
             label_set = read_ctrate_labels(self.labels, self.classes, self.layout)

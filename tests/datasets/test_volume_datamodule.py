@@ -19,6 +19,8 @@ TINY = CTVolumePreprocessing(spacing=(3.0, 3.0, 4.0), size=(32, 32, 16), crop_si
 TRAIN = ["train_1_a_1.nii.gz", "train_1_a_2.nii.gz", "train_2_a_1.nii.gz", "train_3_a_1.nii.gz"]
 VALID = ["valid_1_a_1.nii.gz", "valid_2_a_1.nii.gz", "valid_3_b_1.nii.gz"]
 
+LABEL_DATA = Path(__file__).resolve().parents[1] / "data" / "labels"
+
 
 def _volume(root: Path, name: str, seed: int) -> None:
     patient, scan = name.rsplit("_", 2)[0], name.rsplit("_", 1)[0]
@@ -135,8 +137,13 @@ def test_zero_shot_from_the_synthetic_benchmark_registry(ctrate: Path) -> None:
         save_nifti(np.full((20, 20, 10), i * 10, np.int16), np.diag([3.0, 3.0, 4.0, 1.0]), folder / "volumes" / name)
     lines = ["VolumeName," + ",".join(CLASSES)] + [name + "," + ",".join(["0"] * 18) for name in names]
     (folder / "dataset_multi_abnormality_labels_valid_predicted_labels.csv").write_text("\n".join(lines) + "\n")
+    header, row = (LABEL_DATA / "ctrate" / "validation_metadata.csv").read_text().splitlines()[:2]
+    metadata = [header] + [name + row[row.index(","):] for name in names]
+    (folder / "validation_metadata.csv").write_text("\n".join(metadata) + "\n")
+    with pytest.raises(InputError, match="expected 100"):
+        VolumeZeroShotDataModule(benchmark="synthetic-ct3d", data_root=str(ctrate), preprocessing=TINY).setup("test")
     data = VolumeZeroShotDataModule(benchmark="synthetic-ct3d", data_root=str(ctrate), preprocessing=TINY,
-                                    batch_size=4)
+                                    batch_size=4, check_counts=False)
     data.setup("validate")
     batch = next(iter(data.val_dataloader()))
     assert batch["image"].shape == (4, 1, 24, 24, 12) and batch["label"].shape == (4, 18)
