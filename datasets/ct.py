@@ -206,6 +206,12 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         array = array[:, :, None]
     if array.ndim != 3:
         raise InputError(f"{path} holds a {array.ndim}D image of shape {array.shape}, expected a 3D CT volume")
+    affine = np.asarray(monai_meta["affine"], dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError(
+            f"{path} has a singular or non-finite voxel-to-world affine (a voxel size of 0 or a collapsed axis): "
+            f"{np.round(affine[:3], 4).tolist()}; expected a valid sform/qform with non-zero spacing"
+        )
     slope, inter = image.dataobj.slope, image.dataobj.inter
     meta = {
         "format": "nifti",
@@ -219,7 +225,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         "rescale_applied": False,
         "stored_dtype": str(image.get_data_dtype()),
     }
-    return array.astype(np.float32), np.asarray(monai_meta["affine"], dtype=np.float64), meta
+    return array.astype(np.float32), affine, meta
 
 
 def _read_dicom_file(path: Path, *, already_hu: bool) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

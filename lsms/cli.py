@@ -49,7 +49,8 @@ def build_lightning_cli(args: Sequence[str] | None = None, run: bool = True):
 
 
 def _lightning(args: list[str]) -> int:
-    build_lightning_cli(args)
+    # The `lsms` script itself: let LightningCLI read sys.argv (it warns when given both).
+    build_lightning_cli(None if args == sys.argv[1:] else args)
     return 0
 
 

@@ -239,3 +239,17 @@ def test_4d_nifti_is_refused() -> None:
 def test_bad_on_problem_value() -> None:
     with pytest.raises(InputError, match="on_problem must be one of"):
         read_ct(get_testdata_file("CT_small.dcm"), on_problem="ignore")
+
+
+def test_singular_affine_is_an_input_error_naming_the_file(tmp_path):
+    import nibabel as nib
+
+    affine = np.eye(4)
+    affine[2, 2] = 0.0  # slice spacing 0: the third axis collapses
+    image = nib.Nifti1Image(np.zeros((4, 4, 3), np.int16), None)
+    image.set_sform(affine, code=1)
+    image.set_qform(None, code=0)
+    path = tmp_path / "singular.nii.gz"
+    nib.save(image, path)
+    with pytest.raises(InputError, match=r"singular\.nii\.gz has a singular"):
+        read_ct(path)
