@@ -42,7 +42,7 @@ def demo_out(tmp_path_factory, tiny_bert_dir) -> Path:
     generate_cxr(out / "synthetic-cxr", replace(CXR_V1, train_images=24, val_images=8, test_images=24, image_size=96),
                  seed=0)
     config = tiny_demo_config(out, tiny_bert_dir)
-    assert main(["demo", "--out", str(out), "--config", str(config), "--max-minutes", "5"]) == 0
+    assert main(["demo", "--out", str(out), "--config", str(config), "--max-minutes", "5", "--align"]) == 0
     return out
 
 
@@ -50,7 +50,7 @@ def test_results_json_has_every_run_with_per_class_figures(demo_out):
     results = json.loads((demo_out / "results.json").read_text(encoding="utf-8"))
     assert list(results["runs"]) == ["trained", "shuffled_pairs", "untrained"]
     assert results["benchmark"]["full_size"] is False and results["test_images"] == 24
-    assert results["text_encoder_frozen"] is True
+    assert results["text_encoder_frozen"] is True and "There is <finding>" in results["training_text"]
     for name, run in results["runs"].items():
         assert list(run["test"]["per_class_auroc"]) == CLASSES
         evaluable = [value for value in run["test"]["per_class_auroc"].values() if value is not None]
@@ -74,6 +74,14 @@ def test_results_table_is_generated_from_the_json(demo_out):
     assert table == markdown(results)
     assert "| class | trained | shuffled_pairs | untrained |" in table
     assert table.count("\n| ") == 2 + len(CLASSES)  # header, separator... rows start with "| "
+
+
+def test_training_reports_are_aligned_copies(demo_out):
+    original = (demo_out / "synthetic-cxr" / "reports.csv").read_text(encoding="utf-8").splitlines()
+    aligned = (demo_out / "aligned" / "reports_aligned.csv").read_text(encoding="utf-8").splitlines()
+    assert len(aligned) == len(original) and aligned[0] == original[0]
+    assert all(row.startswith("pairs-1,images/") for row in aligned[1:])
+    assert sum("There is " in row for row in aligned[1:]) == len(original) - 1  # "There is No Finding" for normals
 
 
 def test_demo_rejects_a_bad_time_cap(tmp_path):
