@@ -125,8 +125,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     multi = test["multi_lesion"]
     lines = [
         f"Synthetic RefHL-Seg-style benchmark v1, held-out test cases and templates ({test['expressions']} "
-        f"expressions; {multi['expressions']} on slices with 2-3 lesions). Training: {results['train_seconds']:.0f} s "
-        f"on this CPU, {results['epochs']} epochs, seed {results['seed']}.",
+        f"expressions; {multi['expressions']} on slices with 2-3 lesions). Training: {results['steps']} steps "
+        f"({results['epochs']} epochs) in {results['train_seconds']:.0f} s wall-clock, seed {results['seed']}.",
         "",
         "| metric | value |",
         "|---|---|",
