@@ -29,7 +29,7 @@ import yaml
 
 from datasets.cli_utils import setup_logging
 from datasets.errors import InputError
-from datasets.io import ensure_writable_dir
+from datasets.io import check_writable_dir
 from datasets.labels.base import LabelSet, read_csv_table
 from datasets.labels.ctrate import read_ctrate_labels
 from datasets.metrics import SEEDINGS, choose_thresholds, evaluate_multilabel, format_table, write_metrics
@@ -245,7 +245,7 @@ def main(args: list[str]) -> int:
         raise InputError("--threshold-scores/--threshold-labels only apply with --threshold-rule split")
     if options.bootstrap < 0:
         raise InputError(f"--bootstrap must be >= 0, got {options.bootstrap}")
-    ensure_writable_dir(options.out)  # fail before the bootstrap, not after
+    check_writable_dir(options.out)  # fail before the bootstrap, without creating the folder
     inputs = {"scores": options.scores, "labels": options.labels}
     classes = None
     if options.benchmark:

@@ -254,5 +254,5 @@ def main(args: list[str]) -> int:
         f"({rate:.2f}/s), {summary['cached']} already cached, {len(summary['bad'])} bad; report {out / REPORT_NAME}"
     )
     for entry in summary["bad"]:
-        print(f"bad volume: {entry['path']}: {entry['reason']}", file=sys.stderr)
+        print(f"brgsa prepare: error: bad volume {entry['path']}: {entry['reason']}", file=sys.stderr)
     return 2 if summary["bad"] and not options.skip_bad else 0

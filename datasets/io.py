@@ -18,6 +18,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_writable_dir",
     "ensure_writable_dir",
     "sha256_file",
     "ResumableRowWriter",
@@ -42,6 +43,27 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
         raise InputError(f"output path {folder} exists and is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"output folder {folder} is not writable")
+    return folder
+
+
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Check, without creating anything, that ``path`` is (or can be created as) a writable folder.
+
+    Commands call it before reading their inputs, so bad input never leaves an empty output folder behind.
+
+    Raises:
+        InputError: a file is in the way, or the folder (or its nearest existing parent) is not writable.
+    """
+    folder = Path(path)
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"output folder {folder}: {probe} exists and is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {folder} is not writable ({probe} is read-only)")
     return folder
 
 
