@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLES = {
     "lsms-demo": ("lsms_demo.json", "lsms.demo:results_markdown"),
     "lsms-ablation": ("lsms_ablation.json", "lsms.demo:ablation_markdown"),
-    "carzero-demo": ("carzero_demo.json", "carzero.demo:results_markdown"),
-    "brgsa-demo": ("brgsa_demo.json", "brgsa.demo:results_markdown"),
+    "carzero-demo": ("carzero_demo.json", "carzero.demo:markdown"),
+    "brgsa-demo": ("brgsa_demo.json", "brgsa.demo:markdown"),
     "brgsa-reference": ("brgsa_reference_metrics.json", "brgsa.metrics:results_markdown"),
 }
 
