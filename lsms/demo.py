@@ -146,7 +146,11 @@ def results_markdown(results: dict[str, Any]) -> str:
 
 def ablation_markdown(results: dict[str, Any]) -> str:
     """The README table of an ``ablation.json``: full model vs no-language ablation, mean ± sd over seeds."""
+    runs = results["runs"]
     lines = [
+        f"{len(runs)} runs of {runs[0]['steps']} training steps ({runs[0]['epochs']} epochs) each, test split of the "
+        f"synthetic RefHL-Seg-style benchmark v{results['benchmark']['version']}.",
+        "",
         "| variant | seeds | test Dice (true prompts), mean ± sd | Dice gap true - shuffled prompts |",
         "|---|---|---|---|",
     ]
