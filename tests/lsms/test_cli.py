@@ -23,7 +23,7 @@ from datasets.synthetic.refhl import generate_refhl
 from datasets.synthetic.spec import REFHL_V1
 from lsms.cli import main
 from lsms.model import LSMS
-from lsms.pretrained import export_checkpoint, from_pretrained, save_pretrained
+from lsms.pretrained import from_pretrained, save_pretrained
 
 TINY_NET = dict(
     encoder_widths=[8, 16, 16, 32], encoder_depths=[1, 1, 1, 1], svla_kernel_sizes=[3, 7], svla_dilations=[1, 1],
