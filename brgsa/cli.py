@@ -3,7 +3,7 @@
 - ``brgsa fit|validate|test --config configs/brgsa/<name>.yaml``: LightningCLI over
   :class:`brgsa.module.BrgSAModule` and :class:`brgsa.datamodule.BrgSADataModule`; the validation prompts come from
   the data (``data.val_prompts`` is linked to ``model.val_prompts``) and every checkpoint records the network config
-  and preprocessing (:class:`brgsa.pretrained.StoreModelConfig`).
+  and preprocessing (the module stores the config, :class:`brgsa.pretrained.StorePreprocessing` the preprocessing).
 - ``brgsa export CKPT OUT``: a Lightning checkpoint to a portable model folder.
 - ``brgsa zeroshot MODEL --benchmark NAME --data-root DIR | --labels CSV --volumes DIR --prompts FILE``.
 - ``brgsa convert-official CKPT OUT``: the released BrgSA checkpoint to a model folder (no pickled code runs).
@@ -64,18 +64,18 @@ def _lightning_cli_class() -> type:
 def build_lightning_cli(args: Sequence[str] | None = None, run: bool = True):
     """Build the LightningCLI of BrgSA (``run=False`` returns it with model, data and trainer instantiated).
 
-    Every checkpoint gets the network config and preprocessing (:class:`brgsa.pretrained.StoreModelConfig`), so
+    Every checkpoint gets the preprocessing (:class:`brgsa.pretrained.StorePreprocessing`), so
     ``brgsa export`` can rebuild the model.
     """
     from brgsa.datamodule import BrgSADataModule
     from brgsa.module import BrgSAModule
-    from brgsa.pretrained import StoreModelConfig
+    from brgsa.pretrained import StorePreprocessing
 
     if args is not None and list(args) == sys.argv[1:]:
         args = None  # the `brgsa` script itself: let LightningCLI read sys.argv (it warns when given both)
     return _lightning_cli_class()(
         BrgSAModule, BrgSADataModule, args=list(args) if args is not None else None, run=run,
-        save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [StoreModelConfig()]},
+        save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [StorePreprocessing()]},
     )
 
 

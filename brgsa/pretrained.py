@@ -4,9 +4,9 @@ The folder stores the network's constructor arguments (:attr:`brgsa.model.BrgSA.
 preprocessing it was trained with (:class:`datasets.ct_pipeline.CTVolumePreprocessing`) and the text encoder with
 its tokenizer, so ``brgsa zeroshot`` preprocesses exactly as training did, offline.
 
-:class:`brgsa.module.BrgSAModule` does not store the network's config in its checkpoints (its hyper-parameters
-exclude ``net``), so the ``brgsa`` LightningCLI adds :class:`StoreModelConfig`, which writes ``brgsa_config`` and
-``brgsa_preprocessing`` into every checkpoint; :func:`export_checkpoint` reads them.
+:class:`brgsa.module.BrgSAModule` stores the network's config (``brgsa_config``) in every checkpoint; the ``brgsa``
+LightningCLI adds :class:`StorePreprocessing`, which also writes ``brgsa_preprocessing``; :func:`export_checkpoint`
+reads both.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from datasets.errors import InputError
 from datasets.io import load_weights
 from datasets.pretrained import load_model_weights, read_model_config, save_model_folder
 
-__all__ = ["MODEL_TYPE", "StoreModelConfig", "export_checkpoint", "from_pretrained", "save_pretrained"]
+__all__ = ["MODEL_TYPE", "StorePreprocessing", "export_checkpoint", "from_pretrained", "save_pretrained"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +34,14 @@ _TEXT_PREFIX = "text_encoder.model."
 _NORMALISATION = "HU clipped to hu_range, scaled to [-1, 1], then (x - mean) / std when mean_std is set"
 
 
-class StoreModelConfig(Callback):
-    """Write the network's config and the preprocessing into every checkpoint.
+class StorePreprocessing(Callback):
+    """Write the preprocessing into every checkpoint (the module itself stores the network's config).
 
-    Keys: ``brgsa_config`` (``net.config``) and ``brgsa_preprocessing`` (``datamodule.preprocessing.to_dict()`` when
-    the DataModule has a :class:`CTVolumePreprocessing`).
+    Key: ``brgsa_preprocessing`` (``datamodule.preprocessing.to_dict()`` when the DataModule has a
+    :class:`CTVolumePreprocessing`).
     """
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint["brgsa_config"] = dict(pl_module.net.config)
         preprocessing = getattr(trainer.datamodule, "preprocessing", None)
         if isinstance(preprocessing, CTVolumePreprocessing):
             checkpoint["brgsa_preprocessing"] = preprocessing.to_dict()
@@ -125,7 +124,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     """Convert a Lightning ``.ckpt`` of :class:`brgsa.module.BrgSAModule` into a portable model folder.
 
     The checkpoint is read with ``weights_only=True`` (no code runs). The network is rebuilt from the
-    ``brgsa_config`` that :class:`StoreModelConfig` writes (the ``brgsa`` CLI adds it to every run), the
+    ``brgsa_config`` that the module stores, the
     preprocessing from ``brgsa_preprocessing``.
 
     Raises:
@@ -137,7 +136,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     if "brgsa_config" not in state or "brgsa_preprocessing" not in state:
         raise InputError(
             f"{checkpoint} has no 'brgsa_config'/'brgsa_preprocessing': it was not written by a BrgSAModule trained "
-            "through the `brgsa` CLI (which adds brgsa.pretrained.StoreModelConfig); save the network with "
+            "through the `brgsa` CLI (which adds brgsa.pretrained.StorePreprocessing); save the network with "
             "brgsa.pretrained.save_pretrained instead"
         )
     preprocessing = CTVolumePreprocessing.from_dict(state["brgsa_preprocessing"])

@@ -4,9 +4,9 @@ The folder stores the network's constructor arguments (:attr:`carzero.model.CARZ
 preprocessing it was trained with (:class:`datasets.cxr_transforms.CXRPreprocessing`) and the text encoder with its
 tokenizer, so ``carzero zeroshot`` preprocesses exactly as training did, offline.
 
-:class:`CARZeroModule` does not store the network's config in its checkpoints (its hyper-parameters exclude ``net``),
-so the ``carzero`` LightningCLI adds :class:`StoreModelConfig`, which writes ``carzero_config`` and
-``carzero_preprocessing`` into every checkpoint; :func:`export_checkpoint` reads them.
+:class:`CARZeroModule` stores the network's config (``carzero_config``) in every checkpoint; the ``carzero``
+LightningCLI adds :class:`StorePreprocessing`, which also writes ``carzero_preprocessing``; :func:`export_checkpoint`
+reads both.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from datasets.errors import InputError
 from datasets.io import load_weights
 from datasets.pretrained import load_model_weights, read_model_config, save_model_folder
 
-__all__ = ["MODEL_TYPE", "StoreModelConfig", "export_checkpoint", "from_pretrained", "save_pretrained"]
+__all__ = ["MODEL_TYPE", "StorePreprocessing", "export_checkpoint", "from_pretrained", "save_pretrained"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +34,14 @@ _TEXT_PREFIX = "text.model."
 _NORMALISATION = "per-image min-max to [0, 1], then (x - mean) / std"
 
 
-class StoreModelConfig(Callback):
-    """Write the network's config and the evaluation preprocessing into every checkpoint.
+class StorePreprocessing(Callback):
+    """Write the evaluation preprocessing into every checkpoint (the module itself stores the network's config).
 
-    Keys: ``carzero_config`` (``net.config``) and ``carzero_preprocessing`` (``datamodule.preprocessing.to_dict()``
+    Key: ``carzero_preprocessing`` (``datamodule.preprocessing.to_dict()``
     when the DataModule has one).
     """
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint["carzero_config"] = dict(pl_module.net.config)
         preprocessing = getattr(trainer.datamodule, "preprocessing", None)
         if isinstance(preprocessing, CXRPreprocessing):
             checkpoint["carzero_preprocessing"] = preprocessing.to_dict()
@@ -118,7 +117,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     """Convert a Lightning ``.ckpt`` of :class:`carzero.module.CARZeroModule` into a portable model folder.
 
     The checkpoint is read with ``weights_only=True`` (no code runs). The network is rebuilt from the
-    ``carzero_config`` that :class:`StoreModelConfig` writes (the ``carzero`` CLI adds it to every run).
+    ``carzero_config`` that the module stores.
 
     Raises:
         InputError: not a CARZeroModule checkpoint written through the ``carzero`` CLI, or mismatching weights.
@@ -129,7 +128,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     if "carzero_config" not in state:
         raise InputError(
             f"{checkpoint} has no 'carzero_config': it was not written by a CARZeroModule trained through the "
-            "`carzero` CLI (which adds carzero.pretrained.StoreModelConfig); save the network with "
+            "`carzero` CLI (which adds carzero.pretrained.StorePreprocessing); save the network with "
             "carzero.pretrained.save_pretrained instead"
         )
     data_hparams = state.get("datamodule_hyper_parameters") or {}

@@ -36,7 +36,8 @@ class LSMSModule(LightningModule):
     ``val/p@0.5``, ``val/p@0.7``, ``val/p@0.9`` and the same under ``test/``.
 
     ``net`` is not a hyper-parameter; checkpoints store its constructor arguments under ``"lsms_config"``, so one
-    reloads with ``LSMSModule.load_from_checkpoint(path, net=LSMS(**torch.load(path)["lsms_config"]))``.
+    reloads with ``config = torch.load(path, weights_only=True)["lsms_config"]`` and
+    ``LSMSModule.load_from_checkpoint(path, net=LSMS(**config))``.
 
     Args:
         net: the :class:`lsms.model.LSMS` network (in YAML: ``class_path: lsms.model.LSMS`` with ``init_args``).
