@@ -14,13 +14,14 @@ rebuild the exact input pipeline (``from_dict``). Steps, in order:
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from datasets.augment import random_affine
 
 __all__ = ["CXRPreprocessing", "CARZERO_MEAN", "CARZERO_STD"]
 
@@ -126,18 +127,11 @@ class CXRPreprocessing:
 
     def _augment(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random affine, intensity change and (optional) flip of a ``(1, S, S)`` image in ``[0, 1]``."""
-        u = torch.rand(6, generator=generator) * 2 - 1  # U(-1, 1)
         if self.rotate_deg or self.translate or self.scale:
-            angle = math.radians(self.rotate_deg * float(u[0]))
-            zoom = 1.0 + self.scale * float(u[1])
-            cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
-            theta = torch.tensor(
-                [[cos, -sin, 2 * self.translate * float(u[2])], [sin, cos, 2 * self.translate * float(u[3])]]
-            )[None]  # (1, 2, 3)
-            grid = F.affine_grid(theta, [1, 1, self.image_size, self.image_size], align_corners=False)
-            image = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+            (image,) = random_affine([image], generator, self.rotate_deg, self.translate, self.scale)
+        u = torch.rand(2, generator=generator) * 2 - 1  # U(-1, 1)
         if self.intensity_jitter:
-            image = (image * (1 + self.intensity_jitter * float(u[4])) + self.intensity_jitter * float(u[5]))
+            image = (image * (1 + self.intensity_jitter * float(u[0])) + self.intensity_jitter * float(u[1]))
             image = image.clamp(0.0, 1.0)
         if self.flip_lr and torch.rand((), generator=generator) < 0.5:
             image = image.flip(-1)

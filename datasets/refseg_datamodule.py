@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datasets.augment import random_affine
 from datasets.cache import PreprocessCache, cache_key
 from datasets.errors import InputError
 from datasets.refseg import SPLITS, RefSegRow, load_sample, read_refseg_manifest
@@ -35,6 +36,11 @@ class RefSegDataset(Dataset):
             (:func:`datasets.laterality.swap_laterality_words`). Defaults to False.
         intensity_jitter: ``j`` of a random contrast/brightness change ``x * (1 + a) + b``, ``a, b ~ U(-j, j)``,
             clipped to ``[0, 1]``. Defaults to 0.0 (off).
+        rotate_deg: maximum absolute random rotation of image and mask, degrees. Keep it small: a large rotation
+            changes which of two lesions is "more anterior" or "leftmost". Defaults to 0.0 (off).
+        translate: maximum absolute random shift, fraction of the side. Defaults to 0.0 (off).
+        scale: maximum relative random zoom (``0.1``: ``[0.9, 1.1]``); sizes keep their order. Defaults to 0.0 (off).
+        noise_std: standard deviation of added Gaussian noise, in units of the window. Defaults to 0.0 (off).
         seed: seed of the augmentation. Each sample's draws come from a generator seeded by ``(seed, epoch,
             index)``, so they do not depend on worker processes, prefetching or where a resumed run restarted.
             Defaults to 0.
@@ -47,6 +53,10 @@ class RefSegDataset(Dataset):
         cache_dir: str | None = None,
         flip_lr: bool = False,
         intensity_jitter: float = 0.0,
+        rotate_deg: float = 0.0,
+        translate: float = 0.0,
+        scale: float = 0.0,
+        noise_std: float = 0.0,
         seed: int = 0,
     ) -> None:
         self.rows = list(rows)
@@ -54,6 +64,10 @@ class RefSegDataset(Dataset):
         self.cache = PreprocessCache(cache_dir) if cache_dir else None
         self.flip_lr = flip_lr
         self.intensity_jitter = intensity_jitter
+        self.rotate_deg = rotate_deg
+        self.translate = translate
+        self.scale = scale
+        self.noise_std = noise_std
         self.seed = seed
         self.epoch = 0
         self._swap_words = None
@@ -101,7 +115,8 @@ class RefSegDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self._load(self.rows[index])
-        if not self.flip_lr and self.intensity_jitter <= 0:
+        geometric = bool(self.rotate_deg or self.translate or self.scale)
+        if not (self.flip_lr or self.intensity_jitter or geometric or self.noise_std):
             return sample
         sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(sample_seed)
@@ -113,6 +128,12 @@ class RefSegDataset(Dataset):
         if self.intensity_jitter > 0:
             scale, shift = (torch.rand(2, generator=generator) * 2 - 1) * self.intensity_jitter
             sample["image"] = (sample["image"] * (1 + scale) + shift).clamp(0.0, 1.0)
+        if geometric:
+            sample["image"], sample["mask"] = random_affine(
+                [sample["image"], sample["mask"]], generator, self.rotate_deg, self.translate, self.scale
+            )
+        if self.noise_std:
+            sample["image"] = sample["image"] + self.noise_std * torch.randn(sample["image"].shape, generator=generator)
         return sample
 
 
@@ -157,6 +178,8 @@ class RefSegDataModule(L.LightningDataModule):
         flip_lr: left-right flip augmentation of training samples, swapping laterality words in the text.
             Defaults to False: a flipped "lesion in the right lobe" is only correct if the text is rewritten too.
         intensity_jitter: strength of random contrast/brightness on training images. Defaults to 0.0 (off).
+        rotate_deg, translate, scale, noise_std: random affine and noise of training samples, see
+            :class:`RefSegDataset`. Default 0.0 (off).
 
     Training order and resuming: the training loader is a :class:`datasets.sampling.ResumableDataLoader` over a
     :class:`datasets.sampling.ResumableSampler` (seeded by ``seed``, split across processes by rank). Lightning stores
@@ -184,6 +207,10 @@ class RefSegDataModule(L.LightningDataModule):
         seed: int = 0,
         flip_lr: bool = False,
         intensity_jitter: float = 0.0,
+        rotate_deg: float = 0.0,
+        translate: float = 0.0,
+        scale: float = 0.0,
+        noise_std: float = 0.0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -192,6 +219,11 @@ class RefSegDataModule(L.LightningDataModule):
             raise InputError(f"num_workers must be >= 0, got {num_workers}")
         if not 0.0 <= intensity_jitter < 1.0:
             raise InputError(f"intensity_jitter must be in [0, 1), got {intensity_jitter}")
+        if not 0.0 <= rotate_deg <= 45.0:
+            raise InputError(f"rotate_deg must be in [0, 45], got {rotate_deg}")
+        for name, value in (("translate", translate), ("scale", scale), ("noise_std", noise_std)):
+            if not 0.0 <= value < 0.5:
+                raise InputError(f"{name} must be in [0, 0.5), got {value}")
         if not Path(manifest).is_file():  # before the Trainer starts, so the error is the first thing users see
             raise FileNotFoundError(2, "no manifest file", str(manifest))
         self.save_hyperparameters()
@@ -203,6 +235,7 @@ class RefSegDataModule(L.LightningDataModule):
         self.seed = seed
         self.flip_lr = flip_lr
         self.intensity_jitter = intensity_jitter
+        self.augmentation = {"rotate_deg": rotate_deg, "translate": translate, "scale": scale, "noise_std": noise_std}
         self.datasets: dict[str, RefSegDataset] = {}
         self._train_loader: ResumableDataLoader | None = None
 
@@ -229,7 +262,7 @@ class RefSegDataModule(L.LightningDataModule):
             self.datasets[split] = RefSegDataset(
                 rows, self.preprocessing, self.cache_dir,
                 flip_lr=self.flip_lr and train, intensity_jitter=self.intensity_jitter if train else 0.0,
-                seed=self.seed,
+                **(self.augmentation if train else {}), seed=self.seed,
             )
 
     def _loader(self, split: str) -> DataLoader:

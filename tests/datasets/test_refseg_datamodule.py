@@ -86,3 +86,40 @@ def test_missing_split_is_named(tmp_path):
         data.setup("test")
     with pytest.raises(InputError, match="batch_size"):
         RefSegDataModule("m.csv", batch_size=0)
+
+
+def test_affine_augmentation_moves_image_and_mask_together(tmp_path):
+    rows = []
+    for k in range(4):
+        image = np.full((32, 32), -100.0, dtype=np.float32)
+        image[10:20, 6:14] = 200.0  # a bright lesion exactly where the mask is
+        mask = np.zeros((32, 32), dtype=np.uint8)
+        mask[10:20, 6:14] = 255
+        np.save(tmp_path / f"img{k}.npy", image)
+        Image.fromarray(mask).save(tmp_path / f"mask{k}.png")
+        rows.append({
+            "row_id": f"r{k}", "case_id": f"c{k}", "split": "train", "image": f"img{k}.npy", "slice_index": "",
+            "mask": f"mask{k}.png", "mask_value": "", "lesion_id": "1", "text": "the lesion", "template_id": "t",
+        })
+    manifest = str(write_refseg_manifest(tmp_path / "manifest.csv", rows))
+    plain = RefSegDataModule(manifest, window=(-100.0, 200.0), image_size=32)
+    plain.setup(None)
+    moving = RefSegDataModule(manifest, window=(-100.0, 200.0), image_size=32, rotate_deg=20.0, translate=0.15,
+                              scale=0.2)
+    moving.setup(None)
+    dataset = moving.datasets["train"]
+    reference = plain.datasets["train"][0]
+    sample = dataset[0]
+    assert not torch.equal(sample["mask"], reference["mask"])  # the lesion moved
+    # image and mask got the same map: the (soft) mask is the image's bright part, the zero padding is background
+    torch.testing.assert_close(sample["image"], sample["mask"], atol=1e-5, rtol=0)
+    assert torch.equal(dataset[0]["image"], sample["image"])  # same (seed, epoch, index): same draw
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[0]["image"], sample["image"])  # a new epoch draws again
+
+
+@pytest.mark.parametrize("argument, value", [("rotate_deg", 60.0), ("translate", 0.5), ("scale", -0.1),
+                                             ("noise_std", 0.7)])
+def test_bad_augmentation_strength_is_named(tmp_path, argument, value):
+    with pytest.raises(InputError, match=argument):
+        RefSegDataModule(_manifest(tmp_path), **{argument: value})
