@@ -59,6 +59,9 @@ class CARZeroDataModule(L.LightningDataModule):
         scale: training augmentation, maximum relative zoom. Defaults to 0.0.
         intensity_jitter: training augmentation, contrast/brightness strength. Defaults to 0.0.
         shuffle_reports: permute the training reports across images (control experiment). Defaults to False.
+        text_sampling: ``"report"`` (the whole section per image) or ``"sentence"`` (one random sentence of it per
+            step, as CARZero's training; with ``carzero align-prompts`` output appended, the pool holds the report's
+            sentences and its "There is <finding>" sentences). Defaults to ``"report"``.
         batch_size: training batch size. Defaults to 32.
         val_batch_size: validation/test batch size. Defaults to 64.
         num_workers: DataLoader worker processes. Defaults to 0.
@@ -94,6 +97,7 @@ class CARZeroDataModule(L.LightningDataModule):
         scale: float = 0.0,
         intensity_jitter: float = 0.0,
         shuffle_reports: bool = False,
+        text_sampling: str = "report",
         batch_size: int = 32,
         val_batch_size: int = 64,
         num_workers: int = 0,
@@ -109,6 +113,7 @@ class CARZeroDataModule(L.LightningDataModule):
             manifest, image_root=image_root, section=section, train_split=train_split, image_size=image_size,
             channels=channels, mean=mean, std=std, rotate_deg=rotate_deg, translate=translate, scale=scale,
             intensity_jitter=intensity_jitter, batch_size=batch_size, num_workers=num_workers, seed=seed,
+            text_sampling=text_sampling,
         )
         self.zeroshot = ZeroShotDataModule(
             benchmark=val_benchmark, data_root=val_data_root, labels=val_labels, adapter=val_adapter,
@@ -173,7 +178,8 @@ class CARZeroDataModule(L.LightningDataModule):
                 logger.info("control run: %d training reports permuted across images", len(texts))
             meta = [{"image_id": image_id, **row} for image_id, row in zip(train.image_ids, train.meta)]
             self.pairs.datasets["train"] = CXRDataset(
-                paths, self.pairs.preprocessing, texts=texts, meta=meta, augment=True, seed=self.seed
+                paths, self.pairs.preprocessing, texts=texts, meta=meta, augment=True, seed=self.seed,
+                sample_sentence=self.pairs.text_sampling == "sentence",
             )
         self.zeroshot.setup(stage)
 

@@ -7,8 +7,12 @@
    on the validation split. The text encoder is frozen (:meth:`carzero.text_encoder.TextEncoder.freeze`): each
    distinct report is encoded once, before training, and counted in the training time. Wall-clock and CPU seconds
    (``time.process_time``) are both recorded, so a run on a loaded machine can be compared with a quiet one;
-3. save the portable model folder and score the 600 test images with ``carzero zeroshot`` (ChestX-ray14 prompts
-   "There is <finding>", positive prompts only);
+3. save the portable model folder and score the 600 test images with ``carzero zeroshot`` twice: with positive
+   prompts only ("There is <finding>", as the paper) and with positive/negative prompt pairs ("There is no
+   <finding>", ``--negative-prompts``; score ``sigmoid(pos - neg)``). Positive-only scores carry an image-level offset
+   (an image scores high or low against every prompt), which ranks images the same way for every class: on this
+   benchmark it pushes even the untrained model below chance. The pair score cancels that offset, so the target and
+   the controls are checked on it; both modes are reported;
 4. controls, scored the same way: the same model trained on SHUFFLED pairs (reports permuted across images) and the
    UNTRAINED model; both must sit at chance (macro AUROC 0.5 +- 0.05);
 5. write ``results.json`` (per-class and macro figures of every run) and ``results.md`` (a table generated from it).
@@ -37,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "carzero" / "demo.yaml"
 BENCHMARK = "synthetic-cxr"
+NEGATIVE_PROMPTS = Path(__file__).resolve().parents[1] / "configs" / "prompts" / "synthetic-cxr_no.txt"
 TARGET_AUROC = 0.85
 CHANCE_BAND = (0.45, 0.55)
 
@@ -113,7 +118,7 @@ def _train(options: argparse.Namespace, out: Path, run_name: str, shuffle: bool)
     if not options.train_text:  # frozen pretrained text encoder: features computed once per distinct report
         cli.model.net.text.freeze(cache_features=True)
         cli.datamodule.setup("fit")
-        cli.model.net.text.encode_cached(cli.datamodule.pairs.datasets["train"].texts)
+        cli.model.net.text.encode_cached(cli.datamodule.pairs.datasets["train"].distinct_texts)
     cache_seconds = time.perf_counter() - started
     cli.trainer.fit(cli.model, cli.datamodule)
     return {
@@ -132,8 +137,9 @@ def _is_full_size(info: dict[str, Any]) -> bool:
     return all(info["splits"][split]["images"] == count for split, count in sizes.items())
 
 
-def _zeroshot(model_dir: Path, out: Path, data_root: Path, full_size: bool) -> dict[str, Any]:
-    """Score the benchmark's test split with ``carzero zeroshot`` and return its metrics.
+def _zeroshot(model_dir: Path, out: Path, data_root: Path, full_size: bool, pairs: bool) -> dict[str, Any]:
+    """Score the benchmark's test split with ``carzero zeroshot`` (``pairs``: positive/negative prompt pairs) and
+    return its metrics.
 
     ``out`` is emptied first: ``carzero zeroshot`` resumes by model path, and the demo overwrites its model folders.
     """
@@ -142,11 +148,32 @@ def _zeroshot(model_dir: Path, out: Path, data_root: Path, full_size: bool) -> d
     if out.is_dir():
         shutil.rmtree(out)
     args = [str(model_dir), "--benchmark", BENCHMARK, "--data-root", str(data_root), "--out", str(out)]
+    if pairs:
+        args += ["--negative-prompts", str(NEGATIVE_PROMPTS)]
     zeroshot_main(args if full_size else [*args, "--no-check-counts"])
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     per_class = {item["name"]: item["values"].get("auroc") for item in metrics["per_class"]}
     return {"macro_auroc": metrics["macro"]["auroc"], "macro": metrics["macro"], "per_class_auroc": per_class,
             "outputs": str(out)}
+
+
+def _score(model_dir: Path, out: Path, name: str, full_size: bool) -> dict[str, Any]:
+    """Both zero-shot scorings of one model: ``test`` (positive prompts) and ``test_pairs`` (positive/negative)."""
+    return {
+        "test": _zeroshot(model_dir, out / f"zeroshot_{name}", out, full_size, pairs=False),
+        "test_pairs": _zeroshot(model_dir, out / f"zeroshot_{name}_pairs", out, full_size, pairs=True),
+    }
+
+
+def _checks(runs: dict[str, dict[str, Any]], key: str) -> dict[str, bool | None]:
+    """The target and the two chance controls for one scoring (None: that run was skipped)."""
+    macro = {name: run[key]["macro_auroc"] for name, run in runs.items()}
+    at_chance = {name: CHANCE_BAND[0] <= value <= CHANCE_BAND[1] for name, value in macro.items()}
+    return {
+        "trained_meets_target": macro["trained"] >= TARGET_AUROC,
+        "shuffled_at_chance": at_chance.get("shuffled_pairs"),
+        "untrained_at_chance": at_chance.get("untrained"),
+    }
 
 
 def _save(net: torch.nn.Module, folder: Path, preprocessing: Any, seed: int, info: dict[str, Any], extra: dict
@@ -163,28 +190,40 @@ def _save(net: torch.nn.Module, folder: Path, preprocessing: Any, seed: int, inf
 
 
 def markdown(results: dict[str, Any]) -> str:
-    """The results table (Markdown) generated from ``results.json``."""
+    """The results table (Markdown) generated from ``results.json``: per-class AUROC of every run, with positive
+    prompts and with positive/negative prompt pairs."""
     runs = results["runs"]
     names = list(runs)
     classes = list(runs[names[0]]["test"]["per_class_auroc"])
     trained = runs["trained"]
     lines = [
         f"CARZero on synthetic-cxr v1: zero-shot AUROC on the {results['test_images']} test images "
-        f"(ChestX-ray14 format, prompts \"There is <finding>\"). Training: {trained['train_seconds']:.0f} s "
+        f"(ChestX-ray14 format). \"pos\": prompts \"There is <finding>\" (the paper's scoring); \"pair\": "
+        f"sigmoid(pos - neg) with \"There is no <finding>\". Training: {trained['train_seconds']:.0f} s "
         f"wall-clock, {trained['train_cpu_seconds']:.0f} s of CPU time ({trained['torch_threads']} thread(s)), "
         f"{trained['epochs']} epochs, {trained['steps']} steps, seed {results['seed']}.",
         "",
-        "| class | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
+        "| class | " + " | ".join(f"{name} (pos) | {name} (pair)" for name in names) + " |",
+        "|---|" + "---|---|" * len(names),
     ]
+
+    def cell(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
     for name in classes:
-        cells = [runs[run]["test"]["per_class_auroc"][name] for run in names]
-        lines.append(f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in cells) + " |")
-    lines.append("| **macro AUROC** | " + " | ".join(f"**{runs[r]['test']['macro_auroc']:.3f}**" for r in names) + " |")
-    checks = {key: {True: "yes", False: "NO", None: "not run"}[value] for key, value in results["checks"].items()}
-    lines += ["", f"Target macro AUROC >= {TARGET_AUROC} met: {checks['trained_meets_target']}. Controls within "
-              f"{CHANCE_BAND[0]}-{CHANCE_BAND[1]}: shuffled pairs {checks['shuffled_at_chance']}, untrained "
-              f"{checks['untrained_at_chance']}."]
+        cells = [cell(runs[run][key]["per_class_auroc"][name]) for run in names for key in ("test", "test_pairs")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    macros = [f"**{runs[run][key]['macro_auroc']:.3f}**" for run in names for key in ("test", "test_pairs")]
+    lines.append("| **macro AUROC** | " + " | ".join(macros) + " |")
+    lines.append("")
+    for key, label in (("positive_prompts", "positive prompts"), ("prompt_pairs", "prompt pairs")):
+        checks = {name: {True: "yes", False: "NO", None: "not run"}[value]
+                  for name, value in results["checks"][key].items()}
+        lines.append(
+            f"- {label}: target macro AUROC >= {TARGET_AUROC} met: {checks['trained_meets_target']}; controls within "
+            f"{CHANCE_BAND[0]}-{CHANCE_BAND[1]}: shuffled pairs {checks['shuffled_at_chance']}, untrained "
+            f"{checks['untrained_at_chance']}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -228,9 +267,10 @@ def main(argv: list[str]) -> int:
         config, preprocessing = dict(cli.model.net.config), cli.datamodule.preprocessing
         model_dir = _save(cli.model.net, out / f"model_{name}", preprocessing, options.seed, info,
                           {"demo_run": name, "shuffled_reports": shuffle})
-        run["test"] = _zeroshot(model_dir, out / f"zeroshot_{name}", out, full_size)
+        run.update(_score(model_dir, out, name, full_size))
         runs[name] = run
-        logger.info("%s: test macro AUROC %.4f", name, run["test"]["macro_auroc"])
+        logger.info("%s: test macro AUROC %.4f (positive prompts), %.4f (positive/negative pairs)", name,
+                    run["test"]["macro_auroc"], run["test_pairs"]["macro_auroc"])
     if not options.skip_controls:
         from carzero.model import CARZero
 
@@ -239,20 +279,14 @@ def main(argv: list[str]) -> int:
         model_dir = _save(untrained, out / "model_untrained", preprocessing, options.seed, info,
                           {"demo_run": "untrained"})
         runs["untrained"] = {"train_seconds": 0.0, "epochs": 0, "steps": 0, "shuffled_reports": False,
-                             "test": _zeroshot(model_dir, out / "zeroshot_untrained", out, full_size)}
-    macro = {name: run["test"]["macro_auroc"] for name, run in runs.items()}
-    at_chance = {name: CHANCE_BAND[0] <= value <= CHANCE_BAND[1] for name, value in macro.items()}
+                             **_score(model_dir, out, "untrained", full_size)}
     results = {
         "benchmark": {"name": BENCHMARK, "version": info["version"], "full_size": full_size, "sha256": info["sha256"]},
         "test_images": info["splits"]["test"]["images"], "seed": options.seed, "config": str(options.config),
         "text_encoder_frozen": not options.train_text,
         "training_text": ("impression + its 'There is <finding>' alignment (carzero align-prompts, rules)"
                           if options.align else "impression"), "runs": runs,
-        "checks": {
-            "trained_meets_target": macro["trained"] >= TARGET_AUROC,
-            "shuffled_at_chance": at_chance.get("shuffled_pairs"),
-            "untrained_at_chance": at_chance.get("untrained"),
-        },
+        "checks": {"positive_prompts": _checks(runs, "test"), "prompt_pairs": _checks(runs, "test_pairs")},
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     table = markdown(results)

@@ -7,6 +7,12 @@ text-to-image matrices and adds both. The fusion head outputs logits directly, s
 In multi-process training each process holds its own ``B_local`` images and texts and scores them against the
 gathered global batch: its images' rows against all ``B_global`` texts and its texts' columns against all images.
 ``label_offset = rank * B_local`` points to the matched pair inside the global batch.
+
+Identical texts in one batch (several normal studies whose impression is "No acute process", or the same sampled
+"There is <finding>" sentence) are false negatives for the plain loss: it asks each image to prefer its own copy of a
+text over the identical copy of another image. The released code has this defect. ``positives`` fixes it: every pair
+whose texts are identical is a target, with the probability mass spread evenly (multi-positive InfoNCE); with no
+duplicates in the batch it equals the plain loss.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ def symmetric_cross_entropy(
     text_rows: torch.Tensor,
     label_offset: int = 0,
     temperature: float | None = None,
+    positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE from the rows of the local images and the columns of the local texts.
 
@@ -47,8 +54,16 @@ def symmetric_cross_entropy(
         )
     if temperature is not None:
         image_rows, text_rows = image_rows / temperature, text_rows / temperature
-    targets = torch.arange(image_rows.shape[0], device=image_rows.device) + label_offset
-    return (F.cross_entropy(image_rows, targets) + F.cross_entropy(text_rows, targets)) / 2
+    if positives is None:
+        targets = torch.arange(image_rows.shape[0], device=image_rows.device) + label_offset
+        return (F.cross_entropy(image_rows, targets) + F.cross_entropy(text_rows, targets)) / 2
+    if positives.shape != image_rows.shape:
+        raise ValueError(f"positives must be {tuple(image_rows.shape)}, got {tuple(positives.shape)}")
+    diagonal = torch.arange(image_rows.shape[0], device=positives.device)
+    if not positives[diagonal, diagonal + label_offset].all():
+        raise ValueError("positives must be True for every matched pair (text i equals itself)")
+    soft_targets = positives.to(image_rows.dtype) / positives.sum(dim=1, keepdim=True)  # rows sum to 1
+    return (F.cross_entropy(image_rows, soft_targets) + F.cross_entropy(text_rows, soft_targets)) / 2
 
 
 class CARZeroLoss(nn.Module):
@@ -58,10 +73,16 @@ class CARZeroLoss(nn.Module):
         temperature: optional temperature applied to both matrices; None as in the paper. Defaults to None.
         image_to_text_weight: weight of the image-to-text term. Defaults to 1.0.
         text_to_image_weight: weight of the text-to-image term. Defaults to 1.0.
+        duplicates_as_positives: treat pairs with identical texts as targets when ``forward`` gets ``positives``
+            (see the module docstring). False reproduces the released loss. Defaults to True.
     """
 
     def __init__(
-        self, temperature: float | None = None, image_to_text_weight: float = 1.0, text_to_image_weight: float = 1.0
+        self,
+        temperature: float | None = None,
+        image_to_text_weight: float = 1.0,
+        text_to_image_weight: float = 1.0,
+        duplicates_as_positives: bool = True,
     ) -> None:
         super().__init__()
         if temperature is not None and temperature <= 0:
@@ -69,6 +90,7 @@ class CARZeroLoss(nn.Module):
         self.temperature = temperature
         self.image_to_text_weight = image_to_text_weight
         self.text_to_image_weight = text_to_image_weight
+        self.duplicates_as_positives = duplicates_as_positives
 
     def forward(
         self,
@@ -77,6 +99,7 @@ class CARZeroLoss(nn.Module):
         text_to_image_image_rows: torch.Tensor,
         text_to_image_text_rows: torch.Tensor,
         label_offset: int = 0,
+        positives: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute the loss terms.
 
@@ -86,15 +109,18 @@ class CARZeroLoss(nn.Module):
             text_to_image_image_rows: ``(B_local, B_global)`` text-to-image scores of local images vs all texts.
             text_to_image_text_rows: ``(B_local, B_global)`` text-to-image scores of local texts vs all images.
             label_offset: global index of the first local pair. Defaults to 0.
+            positives: ``(B_local, B_global)`` bool, identical texts (see :func:`symmetric_cross_entropy`); used only
+                with ``duplicates_as_positives``. Defaults to None.
 
         Returns:
             ``{"loss", "image_to_text_loss", "text_to_image_loss"}``, scalars.
         """
+        positives = positives if self.duplicates_as_positives else None
         image_to_text_loss = symmetric_cross_entropy(
-            image_to_text_image_rows, image_to_text_text_rows, label_offset, self.temperature
+            image_to_text_image_rows, image_to_text_text_rows, label_offset, self.temperature, positives
         )
         text_to_image_loss = symmetric_cross_entropy(
-            text_to_image_image_rows, text_to_image_text_rows, label_offset, self.temperature
+            text_to_image_image_rows, text_to_image_text_rows, label_offset, self.temperature, positives
         )
         loss = self.image_to_text_weight * image_to_text_loss + self.text_to_image_weight * text_to_image_loss
         return {"loss": loss, "image_to_text_loss": image_to_text_loss, "text_to_image_loss": text_to_image_loss}

@@ -120,6 +120,8 @@ class CARZero(nn.Module):
             Defaults to "Laihaoran/BioClinicalMPBERT".
         image_size: input side in pixels. Defaults to 224.
         patch_size: ViT patch side. Defaults to 16.
+        patch_embedding: ``"linear"`` ViT patch projection (released model) or ``"conv"`` stem (see
+            :class:`carzero.vision.VisionTransformer`). Defaults to ``"linear"``.
         in_channels: 3 (grey repeated to RGB, as released) or 1. Defaults to 3.
         vision_width: ViT width. Defaults to 768.
         vision_layers: ViT blocks. Defaults to 12.
@@ -131,6 +133,8 @@ class CARZero(nn.Module):
         fusion_ffn_dim: feed-forward width of the fusion layers. Defaults to 1024.
         fusion_dropout: dropout in the fusion and head. Defaults to 0.1.
         head_hidden_dims: hidden widths of the scoring MLP; ``[]`` for a linear head. Defaults to (1024, 512, 256).
+        fusion_init: weight init of the fusion and head, ``"released"`` (N(0, 0.02)) or ``"xavier"`` (for training
+            from scratch; see :class:`carzero.fusion.SimilarityFusion`). Defaults to ``"released"``.
         text_max_length: tokens per text. Defaults to 97.
         text_last_n_layers: final BERT layers combined. Defaults to 4.
         text_layer_aggregation: "sum" or "mean" of those layers. Defaults to "sum".
@@ -152,6 +156,7 @@ class CARZero(nn.Module):
         text_encoder: str = "Laihaoran/BioClinicalMPBERT",
         image_size: int = 224,
         patch_size: int = 16,
+        patch_embedding: str = "linear",
         in_channels: int = 3,
         vision_width: int = 768,
         vision_layers: int = 12,
@@ -162,6 +167,7 @@ class CARZero(nn.Module):
         fusion_ffn_dim: int = 1024,
         fusion_dropout: float = 0.1,
         head_hidden_dims: Sequence[int] = (1024, 512, 256),
+        fusion_init: str = "released",
         text_max_length: int = 97,
         text_last_n_layers: int = 4,
         text_layer_aggregation: str = "sum",
@@ -177,6 +183,7 @@ class CARZero(nn.Module):
             "text_encoder": text_encoder,
             "image_size": image_size,
             "patch_size": patch_size,
+            "patch_embedding": patch_embedding,
             "in_channels": in_channels,
             "vision_width": vision_width,
             "vision_layers": vision_layers,
@@ -187,6 +194,7 @@ class CARZero(nn.Module):
             "fusion_ffn_dim": fusion_ffn_dim,
             "fusion_dropout": fusion_dropout,
             "head_hidden_dims": [int(width) for width in head_hidden_dims],
+            "fusion_init": fusion_init,
             "text_max_length": text_max_length,
             "text_last_n_layers": text_last_n_layers,
             "text_layer_aggregation": text_layer_aggregation,
@@ -195,7 +203,10 @@ class CARZero(nn.Module):
             "clean_text": clean_text,
             "trust_remote_code": trust_remote_code,
         }
-        self.vision = VisionTransformer(image_size, patch_size, in_channels, vision_width, vision_layers, vision_heads)
+        self.vision = VisionTransformer(
+            image_size, patch_size, in_channels, vision_width, vision_layers, vision_heads,
+            patch_embedding=patch_embedding,
+        )
         self.text = TextEncoder(
             text_encoder,
             max_length=text_max_length,
@@ -209,7 +220,7 @@ class CARZero(nn.Module):
         self.image_projection = nn.Identity() if vision_width == embed_dim else nn.Linear(vision_width, embed_dim)
         self.text_projection = nn.Identity() if self.text.width == embed_dim else nn.Linear(self.text.width, embed_dim)
         self.fusion = SimilarityFusion(
-            embed_dim, fusion_layers, fusion_heads, fusion_ffn_dim, fusion_dropout, head_hidden_dims
+            embed_dim, fusion_layers, fusion_heads, fusion_ffn_dim, fusion_dropout, head_hidden_dims, fusion_init
         )
 
     @classmethod

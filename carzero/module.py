@@ -17,6 +17,7 @@ computes ``2 B x B_global`` pairs; gradients flow back to the process that produ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -69,6 +70,11 @@ def read_prompt_file(path: str | Path) -> list[str]:
     if not prompts:
         raise InputError(f"{path} holds no prompts")
     return prompts
+
+
+def _text_id(text: str) -> int:
+    """A 63-bit id of a text, equal for equal texts in every process (``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
 class CARZeroModule(LightningModule):
@@ -146,15 +152,17 @@ class CARZeroModule(LightningModule):
             )
         image_tokens = self.net.encode_images(images)
         text_tokens = self.net.encode_texts(list(texts))
+        text_ids = torch.tensor([_text_id(text) for text in texts], device=images.device)  # (B,) int64
         if self._world_size() == 1:
             rows = columns = self.net.all_pair_scores(image_tokens, text_tokens)  # (B, B) each
-            label_offset = 0
+            label_offset, global_ids = 0, text_ids
         else:
             rows = self.net.all_pair_scores(image_tokens, self._gather_texts(text_tokens))  # (B, W * B)
             columns = self.net.all_pair_scores(self._gather_images(image_tokens), text_tokens)  # (W * B, B)
-            label_offset = self.global_rank * images.shape[0]
+            label_offset, global_ids = self.global_rank * images.shape[0], self.all_gather(text_ids).flatten()
         losses = self.loss(
-            rows.image_to_text, columns.image_to_text.T, rows.text_to_image, columns.text_to_image.T, label_offset
+            rows.image_to_text, columns.image_to_text.T, rows.text_to_image, columns.text_to_image.T, label_offset,
+            positives=text_ids[:, None] == global_ids[None, :],  # (B, W * B): identical texts
         )
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=images.shape[0])

@@ -21,9 +21,13 @@ from datasets.cxr import read_cxr
 from datasets.cxr_transforms import CARZERO_MEAN, CARZERO_STD, CXRPreprocessing
 from datasets.errors import InputError
 from datasets.labels.base import missing_ids_message
+from datasets.report_text.sentences import split_sentences
 from datasets.reports import ReportSet, read_pairs_manifest
 
+TEXT_SAMPLING = ("report", "sentence")
+
 __all__ = [
+    "TEXT_SAMPLING",
     "CXRDataset",
     "ImageReportDataModule",
     "check_image_files",
@@ -45,6 +49,9 @@ class CXRDataset(Dataset):
         meta: one dict per image. Defaults to None (``{"image": str(path)}``).
         augment: apply the training augmentation of ``preprocessing``. Defaults to False.
         seed: seed of the augmentation generator (re-seeded per worker by :func:`seed_cxr_worker`). Defaults to 0.
+        sample_sentence: serve one random sentence of each text (split by
+            :func:`datasets.report_text.sentences.split_sentences`) per draw instead of the whole text, as CARZero
+            trains. Defaults to False.
     """
 
     def __init__(
@@ -56,10 +63,16 @@ class CXRDataset(Dataset):
         meta: Sequence[dict[str, Any]] | None = None,
         augment: bool = False,
         seed: int = 0,
+        sample_sentence: bool = False,
     ) -> None:
         self.paths = list(paths)
         self.preprocessing = preprocessing
         self.texts = list(texts) if texts is not None else None
+        self.sentences: list[list[str]] | None = None
+        if sample_sentence:
+            if self.texts is None:
+                raise ValueError("sample_sentence needs texts")
+            self.sentences = [split_sentences(text) or [text] for text in self.texts]
         self.labels = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.float32))
         self.meta = list(meta) if meta is not None else [{"image": str(path)} for path in self.paths]
         self.augment = augment
@@ -68,12 +81,24 @@ class CXRDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def distinct_texts(self) -> list[str]:
+        """Every text a draw can serve (the sentences when sampling sentences), each once, in first-seen order."""
+        pools = self.sentences if self.sentences is not None else [[text] for text in self.texts or []]
+        return list(dict.fromkeys(text for pool in pools for text in pool))
+
+    def _text(self, index: int) -> str | None:
+        if self.sentences is not None:
+            pool = self.sentences[index]
+            return pool[int(torch.randint(len(pool), (), generator=self.generator))]
+        return self.texts[index] if self.texts is not None else None
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         array = read_cxr(self.paths[index]).array  # (H, W)
         image = self.preprocessing(array, self.generator if self.augment else None)  # (C, S, S)
         return {
             "image": image,
-            "text": self.texts[index] if self.texts is not None else None,
+            "text": self._text(index),
             "label": self.labels[index] if self.labels is not None else None,
             "meta": self.meta[index],
         }
@@ -153,6 +178,8 @@ class ImageReportDataModule(L.LightningDataModule):
         batch_size: samples per batch. Defaults to 32.
         num_workers: DataLoader worker processes. Defaults to 0.
         seed: seed of shuffling and augmentation. Defaults to 0.
+        text_sampling: training text of an image: ``"report"`` (the whole section) or ``"sentence"`` (one random
+            sentence of it per step, as CARZero). Defaults to ``"report"``.
 
     Example::
 
@@ -181,9 +208,12 @@ class ImageReportDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        text_sampling: str = "report",
     ) -> None:
         super().__init__()
         check_loader_options(batch_size, num_workers)
+        if text_sampling not in TEXT_SAMPLING:
+            raise InputError(f"text_sampling must be one of {TEXT_SAMPLING}, got {text_sampling!r}")
         self.save_hyperparameters()
         self.manifest = manifest
         self.image_root = Path(image_root) if image_root is not None else Path(manifest).parent
@@ -194,6 +224,7 @@ class ImageReportDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.text_sampling = text_sampling
         self.datasets: dict[str, CXRDataset] = {}
 
     def _dataset(self, reports: ReportSet, role: str) -> CXRDataset:
@@ -202,7 +233,7 @@ class ImageReportDataModule(L.LightningDataModule):
         check_image_files(part.image_ids, paths, f"the manifest {self.manifest}", self.image_root)
         meta = [{"image_id": image_id, **row} for image_id, row in zip(part.image_ids, part.meta)]
         return CXRDataset(paths, self.preprocessing, texts=part.texts, meta=meta, augment=role == "train",
-                          seed=self.seed)
+                          seed=self.seed, sample_sentence=role == "train" and self.text_sampling == "sentence")
 
     def setup(self, stage: str | None = None) -> None:
         """Read the manifest and build the datasets of ``stage``, checking that every image exists.

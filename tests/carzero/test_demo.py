@@ -52,18 +52,23 @@ def test_results_json_has_every_run_with_per_class_figures(demo_out):
     assert results["benchmark"]["full_size"] is False and results["test_images"] == 24
     assert results["text_encoder_frozen"] is True and "There is <finding>" in results["training_text"]
     for name, run in results["runs"].items():
-        assert list(run["test"]["per_class_auroc"]) == CLASSES
-        evaluable = [value for value in run["test"]["per_class_auroc"].values() if value is not None]
-        assert evaluable and all(0.0 <= value <= 1.0 for value in evaluable)
-        assert run["test"]["macro_auroc"] == pytest.approx(sum(evaluable) / len(evaluable))
-        assert (demo_out / f"zeroshot_{name}" / "scores.csv").is_file()
+        for key, folder in (("test", f"zeroshot_{name}"), ("test_pairs", f"zeroshot_{name}_pairs")):
+            assert list(run[key]["per_class_auroc"]) == CLASSES
+            evaluable = [value for value in run[key]["per_class_auroc"].values() if value is not None]
+            assert evaluable and all(0.0 <= value <= 1.0 for value in evaluable)
+            assert run[key]["macro_auroc"] == pytest.approx(sum(evaluable) / len(evaluable))
+            assert (demo_out / folder / "scores.csv").is_file()
+        # the pair scoring really reads the negative prompts: its scores differ from the positive-only ones
+        assert run["test"]["per_class_auroc"] != run["test_pairs"]["per_class_auroc"]
         assert (demo_out / f"model_{name}").is_dir()
     trained, shuffled, untrained = (results["runs"][name] for name in ("trained", "shuffled_pairs", "untrained"))
     assert trained["shuffled_reports"] is False and shuffled["shuffled_reports"] is True
     assert trained["epochs"] == shuffled["epochs"] == 1 and trained["steps"] == shuffled["steps"] == 3
     assert trained["train_cpu_seconds"] > 0 and untrained["steps"] == 0
-    assert set(results["checks"]) == {"trained_meets_target", "shuffled_at_chance", "untrained_at_chance"}
-    assert all(isinstance(value, bool) for value in results["checks"].values())
+    assert set(results["checks"]) == {"positive_prompts", "prompt_pairs"}
+    for checks in results["checks"].values():
+        assert set(checks) == {"trained_meets_target", "shuffled_at_chance", "untrained_at_chance"}
+        assert all(isinstance(value, bool) for value in checks.values())
     # the control runs really differ from the trained model
     assert shuffled["test"]["per_class_auroc"] != trained["test"]["per_class_auroc"]
 
@@ -72,8 +77,9 @@ def test_results_table_is_generated_from_the_json(demo_out):
     results = json.loads((demo_out / "results.json").read_text(encoding="utf-8"))
     table = (demo_out / "results.md").read_text(encoding="utf-8")
     assert table == markdown(results)
-    assert "| class | trained | shuffled_pairs | untrained |" in table
-    assert table.count("\n| ") == 2 + len(CLASSES)  # header, separator... rows start with "| "
+    assert ("| class | trained (pos) | trained (pair) | shuffled_pairs (pos) | shuffled_pairs (pair) | untrained (pos) "
+            "| untrained (pair) |") in table
+    assert table.count("\n| ") == 2 + len(CLASSES)  # header, class and macro rows
 
 
 def test_training_reports_are_aligned_copies(demo_out):

@@ -35,8 +35,11 @@ def tiny_model(text_encoder, **overrides) -> CARZero:
 
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("head_hidden_dims", [[], [8]])
-def test_shapes(tiny_bert_dir, in_channels, head_hidden_dims):
-    model = tiny_model(tiny_bert_dir, in_channels=in_channels, head_hidden_dims=head_hidden_dims)
+@pytest.mark.parametrize("patch_embedding", ["linear", "conv"])
+def test_shapes(tiny_bert_dir, in_channels, head_hidden_dims, patch_embedding):
+    model = tiny_model(
+        tiny_bert_dir, in_channels=in_channels, head_hidden_dims=head_hidden_dims, patch_embedding=patch_embedding
+    )
     image_tokens = model.encode_images(torch.randn(3, in_channels, 32, 32))
     text_tokens = model.encode_texts(PROMPTS)
     assert image_tokens.global_token.shape == (3, 16)
@@ -108,8 +111,9 @@ def test_merge_word_pieces_sums_pieces(tiny_bert_dir):
     torch.testing.assert_close(merged_tokens.words.sum(1), plain_tokens.words.sum(1), rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_reach_every_trainable_parameter(tiny_bert_dir):
-    model = tiny_model(tiny_bert_dir).train()
+@pytest.mark.parametrize("patch_embedding, fusion_init", [("linear", "released"), ("conv", "xavier")])
+def test_gradients_reach_every_trainable_parameter(tiny_bert_dir, patch_embedding, fusion_init):
+    model = tiny_model(tiny_bert_dir, patch_embedding=patch_embedding, fusion_init=fusion_init).train()
     scores = model.all_pair_scores(model.encode_images(torch.randn(3, 3, 32, 32)), model.encode_texts(PROMPTS))
     loss = CARZeroLoss()(scores.image_to_text, scores.image_to_text.T, scores.text_to_image, scores.text_to_image.T)
     loss["loss"].backward()
@@ -143,10 +147,13 @@ def test_token_containers_select():
     [
         ({"in_channels": 2}, "in_channels"),
         ({"patch_size": 12}, "patch_size"),
+        ({"patch_size": 8, "image_size": 24, "patch_embedding": "stem"}, "patch_embedding"),
+        ({"patch_size": 12, "image_size": 36, "patch_embedding": "conv"}, "power-of-two"),
         ({"vision_heads": 3}, "num_heads"),
         ({"fusion_heads": 3}, "num_heads"),
         ({"fusion_layers": 0}, "num_layers"),
         ({"fusion_dropout": 1.0}, "fusion_dropout"),
+        ({"fusion_init": "kaiming"}, "init must be one of"),
         ({"head_hidden_dims": [0]}, "head hidden widths"),
         ({"text_last_n_layers": 5}, "last_n_layers"),
         ({"text_layer_aggregation": "max"}, "layer_aggregation"),

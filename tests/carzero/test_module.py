@@ -91,6 +91,37 @@ def test_carzero_loss_sums_both_directions():
     torch.testing.assert_close(out["image_to_text_loss"], symmetric_cross_entropy(image_to_text, image_to_text.T))
 
 
+def test_duplicate_texts_are_positives_not_negatives():
+    """Pairs 0 and 2 share a text: each image's target mass is split between the two identical texts (and each
+    text's between the two images); without duplicates the multi-positive loss is the plain loss."""
+    torch.manual_seed(0)
+    scores = torch.randn(4, 4)
+    identity = torch.eye(4, dtype=torch.bool)
+    torch.testing.assert_close(symmetric_cross_entropy(scores, scores.T, positives=identity),
+                               symmetric_cross_entropy(scores, scores.T))
+    texts = ["there is edema", "normal", "there is edema", "there is mass"]
+    positives = torch.tensor([[a == b for b in texts] for a in texts])
+    targets = positives.float() / positives.sum(1, keepdim=True)
+    expected_rows = -(targets * scores.log_softmax(dim=1)).sum(1).mean()
+    expected_columns = -(targets * scores.T.log_softmax(dim=1)).sum(1).mean()
+    loss = symmetric_cross_entropy(scores, scores.T, positives=positives)
+    torch.testing.assert_close(loss, (expected_rows + expected_columns) / 2)
+    # identical texts cannot be told apart: the plain loss still rewards preferring one copy, the fixed loss does not
+    tied = scores.clone()
+    tied[:, 2] = tied[:, 0]
+    tied[2] = tied[0]
+    broken = tied.clone()
+    broken[0, 0] += 1.0
+    broken[0, 2] -= 1.0
+    assert symmetric_cross_entropy(broken, broken.T) < symmetric_cross_entropy(tied, tied.T)
+    assert (symmetric_cross_entropy(broken, broken.T, positives=positives)
+            > symmetric_cross_entropy(tied, tied.T, positives=positives))
+    out = CARZeroLoss(duplicates_as_positives=False)(scores, scores.T, scores, scores.T, positives=positives)
+    torch.testing.assert_close(out["image_to_text_loss"], symmetric_cross_entropy(scores, scores.T))
+    with pytest.raises(ValueError, match="matched pair"):
+        symmetric_cross_entropy(scores, scores.T, positives=~identity)
+
+
 @pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"temperature": -1.0}])
 def test_loss_ill_arg(kwargs):
     with pytest.raises(ValueError, match="temperature"):

@@ -14,6 +14,7 @@ from datasets.cxr_transforms import CXRPreprocessing
 from datasets.errors import InputError
 from datasets.labels.chestxray14 import read_data_entry, read_image_list
 from datasets.pairs_datamodule import ImageReportDataModule
+from datasets.report_text.sentences import split_sentences
 from datasets.synthetic.cxr import generate_cxr
 from datasets.synthetic.cxr_spec import CXR_V1, FINDINGS
 from datasets.zeroshot_datamodule import ZeroShotDataModule
@@ -60,6 +61,27 @@ def test_image_report_batches(bench):
     impression = ImageReportDataModule(str(bench / "reports.csv"), section="impression", image_size=48)
     impression.setup("test")
     assert len(next(iter(impression.test_dataloader()))["text"]) == 5
+
+
+def test_sentence_sampling_serves_one_sentence_of_the_report(bench):
+    data = ImageReportDataModule(str(bench / "reports.csv"), image_size=32, text_sampling="sentence", seed=2)
+    data.setup("fit")
+    train = data.datasets["train"]
+    reports = train.texts
+    pools = [split_sentences(report) for report in reports]
+    assert any(len(pool) > 1 for pool in pools)
+    drawn = [[train[i]["text"] for _ in range(12)] for i in range(len(train))]
+    for pool, texts in zip(pools, drawn):
+        assert set(texts) <= set(pool)  # a whole sentence of this image's report, never another image's
+        if len(pool) > 1:
+            assert len(set(texts)) > 1  # a new draw each time
+    assert set(train.distinct_texts) == {sentence for pool in pools for sentence in pool}
+    assert data.datasets["val"].sentences is None  # validation keeps whole reports
+    whole = ImageReportDataModule(str(bench / "reports.csv"), image_size=32)
+    whole.setup("fit")
+    assert [whole.datasets["train"][i]["text"] for i in range(len(train))] == reports
+    with pytest.raises(InputError, match="text_sampling"):
+        ImageReportDataModule(str(bench / "reports.csv"), text_sampling="word")
 
 
 def test_worker_seeding_is_reproducible(bench):
