@@ -208,6 +208,7 @@ class BrgSA(nn.Module):
         self.knowledge_bank = (
             KnowledgeBank(knowledge_bank_size, embed_dim, knowledge_bank_temperature) if use_knowledge_bank else None
         )
+        self._sentence_cache: dict[str, torch.Tensor] = {}  # frozen text encoder: sentence -> (D_text,)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> BrgSA:
@@ -247,12 +248,50 @@ class BrgSA(nn.Module):
         text_embeds = self.text_projection(sentences)  # (B, E)
         return text_embeds, self._bridge(text_embeds)
 
-    def forward(self, volumes: torch.Tensor, texts: Sequence[str]) -> BrgSAOutput:
+    def encode_sentence_sets(self, sentence_sets: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed each set of sentences as the mean of its sentences' text-encoder vectors, projected and bridged.
+
+        With a frozen text encoder (no parameter requiring gradients) each distinct sentence is encoded once and
+        kept in memory, so a training step costs no text-encoder compute once the sentences have been seen.
+
+        Args:
+            sentence_sets: B non-empty lists of non-empty sentences.
+
+        Returns:
+            ``(t, t_hat)``: ``(B, E)`` each, as :meth:`encode_texts`.
+
+        Raises:
+            ValueError: an empty set; the message names its position.
+        """
+        empty = [index for index, sentences in enumerate(sentence_sets) if not sentences]
+        if empty:
+            raise ValueError(f"sentence set {empty[0]} is empty; every volume needs a sentence")
+        unique = list(dict.fromkeys(sentence for sentences in sentence_sets for sentence in sentences))
+        frozen = not any(parameter.requires_grad for parameter in self.text_encoder.parameters())
+        if frozen:
+            missing = [sentence for sentence in unique if sentence not in self._sentence_cache]
+            if missing:
+                with torch.no_grad():
+                    vectors = self.text_encoder(missing)[1]  # (M, D_text)
+                self._sentence_cache.update(zip(missing, vectors))
+            encoded = torch.stack([self._sentence_cache[sentence] for sentence in unique])  # (U, D_text)
+        else:
+            self._sentence_cache.clear()
+            encoded = self.text_encoder(unique)[1]  # (U, D_text)
+        row = {sentence: index for index, sentence in enumerate(unique)}
+        means = torch.stack(
+            [encoded[[row[sentence] for sentence in sentences]].mean(0) for sentences in sentence_sets]
+        )  # (B, D_text)
+        text_embeds = self.text_projection(means.to(self.text_projection.weight.dtype))  # (B, E)
+        return text_embeds, self._bridge(text_embeds)
+
+    def forward(self, volumes: torch.Tensor, texts: Sequence[str] | Sequence[Sequence[str]]) -> BrgSAOutput:
         """Embed a batch of volume-text pairs.
 
         Args:
             volumes: ``(B, 1, X, Y, Z)``.
-            texts: B strings, ``texts[i]`` describing ``volumes[i]``.
+            texts: B strings, ``texts[i]`` describing ``volumes[i]``; or B sentence lists, embedded by
+                :meth:`encode_sentence_sets`.
 
         Returns:
             :class:`BrgSAOutput` with four ``(B, E)`` embeddings.
@@ -260,7 +299,10 @@ class BrgSA(nn.Module):
         if len(texts) != volumes.shape[0]:
             raise ValueError(f"got {volumes.shape[0]} volumes but {len(texts)} texts; pass one text per volume")
         image_embeds, image_embeds_hat = self.encode_volumes(volumes)
-        text_embeds, text_embeds_hat = self.encode_texts(texts)
+        if all(isinstance(text, str) for text in texts):
+            text_embeds, text_embeds_hat = self.encode_texts(texts)
+        else:
+            text_embeds, text_embeds_hat = self.encode_sentence_sets(texts)
         return BrgSAOutput(image_embeds, image_embeds_hat, text_embeds, text_embeds_hat)
 
     def zero_shot_scores(

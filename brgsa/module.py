@@ -55,6 +55,11 @@ class BrgSAModule(LightningModule):
             ``["There is Emphysema", "There is Atelectasis"]``. Defaults to None (no zero-shot validation).
         sentences_per_sample: sentences drawn per volume when ``text`` holds sentence lists. Defaults to 5.
         sampling_seed: seed of the sentence sampling. Defaults to 0.
+        sentence_combination: how the drawn sentences become one text embedding: ``"join"`` (one string, encoded
+            together, as the released code) or ``"mean"`` (each sentence encoded alone, the vectors averaged;
+            :meth:`brgsa.model.BrgSA.encode_sentence_sets`). With a frozen text encoder ``"mean"`` encodes each
+            distinct sentence once, where ``"join"`` runs the encoder on a new string every step: the CPU demo uses
+            it. Defaults to ``"join"``.
     """
 
     def __init__(
@@ -66,12 +71,15 @@ class BrgSAModule(LightningModule):
         val_prompts: list[str] | None = None,
         sentences_per_sample: int = 5,
         sampling_seed: int = 0,
+        sentence_combination: str = "join",
     ) -> None:
         super().__init__()
         if val_prompts is not None and (not val_prompts or not all(isinstance(p, str) for p in val_prompts)):
             raise ValueError(f"val_prompts must be a non-empty list of strings, got {val_prompts!r}")
         if sentences_per_sample < 1:
             raise ValueError(f"sentences_per_sample must be at least 1, got {sentences_per_sample}")
+        if sentence_combination not in ("join", "mean"):
+            raise ValueError(f"sentence_combination must be 'join' or 'mean', got {sentence_combination!r}")
         self.save_hyperparameters(ignore=["net", "loss"])
         self.net = net
         self.loss = loss if loss is not None else BrgSALoss()
@@ -80,6 +88,7 @@ class BrgSAModule(LightningModule):
         self.val_prompts = list(val_prompts) if val_prompts is not None else None
         self.sentences_per_sample = sentences_per_sample
         self.sampling_seed = sampling_seed
+        self.sentence_combination = sentence_combination
         self._sentence_generator = torch.Generator().manual_seed(sampling_seed)
         self._val_prompt_embeds: torch.Tensor | None = None
         self._val_scores: list[torch.Tensor] = []
@@ -89,7 +98,9 @@ class BrgSAModule(LightningModule):
     def on_fit_start(self) -> None:
         self._sentence_generator.manual_seed(self.sampling_seed + self.global_rank)
 
-    def select_texts(self, texts: Sequence[str] | Sequence[Sequence[str]], sample: bool) -> list[str]:
+    def select_texts(
+        self, texts: Sequence[str] | Sequence[Sequence[str]], sample: bool
+    ) -> list[str] | list[list[str]]:
         """One text per volume from a batch's ``text`` entry.
 
         Args:
@@ -97,7 +108,8 @@ class BrgSAModule(LightningModule):
             sample: draw ``sentences_per_sample`` sentences at random (training); otherwise take the first ones.
 
         Returns:
-            B strings.
+            B strings (the drawn sentences joined), or with ``sentence_combination="mean"`` and sentence lists, B lists
+            of the drawn sentences.
 
         Raises:
             ValueError: ``texts`` is a single string, or a sentence list is empty (the message names its position).
@@ -107,7 +119,7 @@ class BrgSAModule(LightningModule):
         selected = []
         for position, entry in enumerate(texts):
             if isinstance(entry, str):
-                selected.append(entry)
+                selected.append([entry] if self.sentence_combination == "mean" else entry)
                 continue
             sentences = list(entry)
             if not sentences:
@@ -115,7 +127,8 @@ class BrgSAModule(LightningModule):
             if sample and len(sentences) > self.sentences_per_sample:
                 order = torch.randperm(len(sentences), generator=self._sentence_generator)
                 sentences = [sentences[i] for i in order[: self.sentences_per_sample].tolist()]
-            selected.append(" ".join(sentences[: self.sentences_per_sample]))
+            drawn = sentences[: self.sentences_per_sample]
+            selected.append(drawn if self.sentence_combination == "mean" else " ".join(drawn))
         return selected
 
     # ------------------------------------------------------------------------------------------------ training

@@ -189,6 +189,28 @@ def test_sentence_sampling_is_seeded(tiny_bert_dir):
     assert fixed[0] == "Sentence 0. Sentence 1. Sentence 2."
     with pytest.raises(ValueError, match=r"text\[1\] is an empty sentence list"):
         BrgSAModule(net).select_texts([["a"], []], sample=True)
+    kept = BrgSAModule(net, sentences_per_sample=3, sentence_combination="mean").select_texts(texts, sample=False)
+    assert kept == [sentences[:3], ["Only one."], ["A plain report."]]
+
+
+def test_mean_combination_averages_cached_sentence_vectors(tiny_bert_dir):
+    net = tiny_net(tiny_bert_dir).eval()
+    net.text_encoder.requires_grad_(False)
+    sets = [["There is Emphysema.", "No pleural effusion."], ["There is Emphysema."]]
+    embeds, embeds_hat = net.encode_sentence_sets(sets)
+    with torch.no_grad():
+        vectors = net.text_encoder(["There is Emphysema.", "No pleural effusion."])[1]
+    expected = net.text_projection(torch.stack([vectors.mean(0), vectors[0]]))
+    torch.testing.assert_close(embeds, expected)
+    torch.testing.assert_close(embeds_hat, net.knowledge_bank(expected))
+    assert set(net._sentence_cache) == {"There is Emphysema.", "No pleural effusion."}  # each sentence encoded once
+    output = net(torch.randn(2, 1, 32, 32, 16), sets)  # sentence lists take the same path in forward
+    torch.testing.assert_close(output.text_embeds, expected)
+    net.text_encoder.requires_grad_(True)  # a trained encoder is never served from the cache
+    trained, _ = net.encode_sentence_sets(sets)
+    assert trained.requires_grad and not net._sentence_cache
+    with pytest.raises(ValueError, match="sentence set 1 is empty"):
+        net.encode_sentence_sets([["a"], []])
 
 
 def test_default_optimizer_and_scheduler(tiny_bert_dir):
@@ -208,3 +230,5 @@ def test_module_ill_arg(tiny_bert_dir):
         BrgSAModule(net, val_prompts=[])
     with pytest.raises(ValueError, match="sentences_per_sample must be at least 1"):
         BrgSAModule(net, sentences_per_sample=0)
+    with pytest.raises(ValueError, match="sentence_combination must be 'join' or 'mean'"):
+        BrgSAModule(net, sentence_combination="sum")
