@@ -8,11 +8,10 @@
    distinct report is encoded once, before training, and counted in the training time. Wall-clock and CPU seconds
    (``time.process_time``) are both recorded, so a run on a loaded machine can be compared with a quiet one;
 3. save the portable model folder and score the 600 test images with ``carzero zeroshot`` twice: with positive
-   prompts only ("There is <finding>", as the paper) and with positive/negative prompt pairs ("There is no
-   <finding>", ``--negative-prompts``; score ``sigmoid(pos - neg)``). Positive-only scores carry an image-level offset
-   (an image scores high or low against every prompt), which ranks images the same way for every class: on this
-   benchmark it pushes even the untrained model below chance. The pair score cancels that offset, so the target and
-   the controls are checked on it; both modes are reported;
+   prompts only ("There is <finding>", the paper's scoring and the headline) and with positive/negative prompt pairs
+   ("There is no <finding>", ``--negative-prompts``; score ``sigmoid(pos - neg)``). The target and the controls are
+   checked for both; the pair score cancels any image-level offset of the scores, but the training texts hold no
+   "There is no <finding>" sentence, so it reads the negation through the frozen text encoder alone;
 4. controls, scored the same way: the same model trained on SHUFFLED pairs (reports permuted across images) and the
    UNTRAINED model; both must sit at chance (macro AUROC 0.5 +- 0.05);
 5. write ``results.json`` (per-class and macro figures of every run) and ``results.md`` (a table generated from it).
@@ -68,7 +67,8 @@ def _aligned_manifest(out: Path) -> Path:
     """CARZero's prompt alignment of the training reports: a ``pairs-1`` copy of ``reports.csv`` whose impression is
     followed by the "There is <finding>" sentences that ``carzero align-prompts`` (rule-based, from the report text
     alone) writes for it, as CARZero's sentence pool holds both; images and splits unchanged, the benchmark folder
-    untouched. Off by default: in the demo's runs the aligned texts (alone, or appended) left the loss at chance.
+    untouched. On by default (``--no-align`` trains on the impressions alone); with ``text_sampling: sentence`` each
+    step draws one sentence of this pool per image, as CARZero's training does.
     """
     from carzero.prompts import main as align_main
 
@@ -233,9 +233,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--train-text", action="store_true", help="fine-tune the text encoder instead of freezing it")
-    parser.add_argument("--align", action="store_true",
-                        help="append CARZero's 'There is <finding>' alignment (carzero align-prompts, rules) to each "
-                             "training impression")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="train on the impressions alone, without CARZero's 'There is <finding>' alignment "
+                             "(carzero align-prompts, rules) appended to each")
     parser.add_argument("--skip-controls", action="store_true", help="train and score only the real model")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="wall-clock cap of each training run instead of the config's 8 minutes (for a loaded "

@@ -42,7 +42,7 @@ def demo_out(tmp_path_factory, tiny_bert_dir) -> Path:
     generate_cxr(out / "synthetic-cxr", replace(CXR_V1, train_images=24, val_images=8, test_images=24, image_size=96),
                  seed=0)
     config = tiny_demo_config(out, tiny_bert_dir)
-    assert main(["demo", "--out", str(out), "--config", str(config), "--max-minutes", "5", "--align"]) == 0
+    assert main(["demo", "--out", str(out), "--config", str(config), "--max-minutes", "5"]) == 0
     return out
 
 
