@@ -32,7 +32,7 @@ import yaml
 from datasets.errors import InputError
 from datasets.io import atomic_write_text, sha256_file
 
-__all__ = ["DEFAULT_CONFIG", "TARGET_AUROC", "CHANCE_BAND", "main", "markdown"]
+__all__ = ["DEFAULT_CONFIG", "TARGET_AUROC", "CHANCE_BAND", "ablation_markdown", "main", "markdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,15 +207,23 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", f"Target macro AUROC >= {TARGET_AUROC} met: {checks['trained_meets_target']}. Controls within "
               f"{CHANCE_BAND[0]}-{CHANCE_BAND[1]}: shuffled pairs {checks['shuffled_at_chance']}, untrained "
               f"{checks['untrained_at_chance']}."]
-    ablation = results.get("ablation")
-    if ablation:
-        lines += ["", f"Knowledge bank ablation (seeds {ablation['seeds']}, test macro AUROC, mean +- sd):", "",
-                  "| knowledge bank | mean | sd | per seed |", "|---|---|---|---|"]
-        for key, label in (("bank_on", "on"), ("bank_off", "off")):
-            row = ablation[key]
-            lines.append(f"| {label} | {row['mean']:.3f} | {row['sd']:.3f} | "
-                         + ", ".join(f"{v:.3f}" for v in row["values"]) + " |")
+    if results.get("ablation"):
+        lines += ["", ablation_markdown(results)]
     return "\n".join(lines) + "\n"
+
+
+def ablation_markdown(results: dict[str, Any]) -> str:
+    """The knowledge-bank ablation table of a ``results.json`` written with ``--ablation``."""
+    ablation = results["ablation"]
+    trained = results["runs"]["trained"]
+    lines = [f"Knowledge bank ablation (seeds {ablation['seeds']}, {trained['epochs']} epochs / {trained['steps']} "
+             "steps per run, test macro AUROC, mean +- sd):", "",
+             "| knowledge bank | mean | sd | per seed |", "|---|---|---|---|"]
+    for key, label in (("bank_on", "on"), ("bank_off", "off")):
+        row = ablation[key]
+        per_seed = ", ".join(f"{value:.3f}" for value in row["values"])
+        lines.append(f"| {label} | {row['mean']:.3f} | {row['sd']:.3f} | {per_seed} |")
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ TABLES = {
     "lsms-ablation": ("lsms_ablation.json", "lsms.demo:ablation_markdown"),
     "carzero-demo": ("carzero_demo.json", "carzero.demo:markdown"),
     "brgsa-demo": ("brgsa_demo.json", "brgsa.demo:markdown"),
+    "brgsa-ablation": ("brgsa_ablation.json", "brgsa.demo:ablation_markdown"),
     "brgsa-reference": ("brgsa_reference_metrics.json", "brgsa.metrics:results_markdown"),
 }
 
