@@ -132,9 +132,14 @@ def test_mean_of_rank_losses_and_its_gradients_equal_the_global_batch(model, wor
 
 @pytest.mark.parametrize("model", ["carzero", "brgsa"])
 def test_a_wrong_rank_offset_is_detected(model, tiny_bert_dir):
-    """Control: every rank believing it is rank 0 points its labels at the wrong pairs; the gradients move far outside
-    the tolerance above (at initialisation the scores are nearly uniform, so the loss value alone barely changes)."""
+    """Control: every rank believing it is rank 0 points its labels at the wrong pairs. CARZero's loss refuses it (its
+    identical-text mask no longer marks the labelled pairs); for BrgSA the gradients move far outside the tolerance
+    above (at initialisation the scores are nearly uniform, so the loss value alone barely changes)."""
     net, module_class, batch = _build(model, str(tiny_bert_dir))
+    if model == "carzero":
+        with pytest.raises(ValueError, match="True for every matched pair"):
+            _distributed_mean_loss(net, module_class, batch, 2, rank_of=lambda rank: 0)
+        return
     single = module_class(net)
     _attach(single, 0, 1, None)
     full_grads = _gradients(net, single.training_step(batch, 0))
