@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import yaml
 
+from datasets.cli_utils import max_time_override, setup_logging
 from datasets.errors import InputError
 from datasets.io import atomic_write_text, sha256_file
 
@@ -131,8 +132,7 @@ def _train(options: argparse.Namespace, out: Path, tables: tuple[Path, Path], na
         "--trainer.default_root_dir", str(out / "train" / name),
     ]
     if options.max_minutes is not None:
-        seconds = round(options.max_minutes * 60)
-        args += ["--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
+        args += max_time_override(options.max_minutes)
     cli = build_lightning_cli(args, run=False)
     if not options.train_text:
         cli.model.net.text_encoder.requires_grad_(False)  # frozen pretrained MiniLM; the projection still trains
@@ -245,8 +245,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Run the demo; see the module docstring."""
-    from datasets.cli_utils import setup_logging
-
     options = _parser().parse_args(argv)
     setup_logging()
     if options.max_minutes is not None and not options.max_minutes > 0:

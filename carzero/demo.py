@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from datasets.cli_utils import max_time_override
 from datasets.errors import InputError
 from datasets.io import atomic_write_text, sha256_file
 
@@ -111,8 +112,7 @@ def _train(options: argparse.Namespace, out: Path, run_name: str, shuffle: bool)
         "--trainer.default_root_dir", str(out / "train" / run_name),
     ]
     if options.max_minutes is not None:
-        seconds = round(options.max_minutes * 60)
-        args += ["--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
+        args += max_time_override(options.max_minutes)
     cli = build_lightning_cli(args, run=False)
     started, cpu_started = time.perf_counter(), time.process_time()
     if not options.train_text:  # frozen pretrained text encoder: features computed once per distinct report

@@ -13,9 +13,15 @@ from collections.abc import Callable, Sequence
 
 from datasets.errors import InputError, MissingDependencyError
 
-__all__ = ["EXIT_BAD_INPUT", "run_cli", "setup_logging"]
+__all__ = ["EXIT_BAD_INPUT", "max_time_override", "run_cli", "setup_logging"]
 
 EXIT_BAD_INPUT = 2
+
+
+def max_time_override(minutes: float) -> list[str]:
+    """LightningCLI arguments setting ``trainer.max_time`` (``DD:HH:MM:SS``) to ``minutes``, rounded to seconds."""
+    seconds = round(minutes * 60)
+    return ["--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from datasets.cli_utils import max_time_override
 from datasets.errors import InputError
 from datasets.io import atomic_write_text, sha256_file
 
@@ -105,8 +106,7 @@ def _example_segmentation(model_dir: Path, manifest: Path, out: Path) -> list[di
 def _run(options: argparse.Namespace, out: Path, manifest: Path, seed: int, variant: str) -> dict[str, Any]:
     overrides = ["--model.net.init_args.use_language", "false"] if variant == "no_language" else []
     if options.max_minutes is not None:
-        seconds = round(options.max_minutes * 60)
-        overrides += ["--trainer.max_time", f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"]
+        overrides += max_time_override(options.max_minutes)
     if options.max_epochs is not None:
         overrides += ["--trainer.max_epochs", str(options.max_epochs)]
     trained = _train(options.config, out, manifest, seed, f"{variant}_seed{seed}", overrides)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from datasets.cli_utils import EXIT_BAD_INPUT, run_cli
+from datasets.cli_utils import EXIT_BAD_INPUT, max_time_override, run_cli
 from datasets.errors import InputError
 
 
@@ -36,3 +36,8 @@ def test_debug_reraises_with_traceback():
 def test_success_returns_status():
     assert run_cli("prog", lambda args: None, []) == 0
     assert run_cli("prog", lambda args: 3, []) == 3
+
+
+def test_max_time_override_formats_days_hours_minutes_seconds():
+    assert max_time_override(6) == ["--trainer.max_time", "00:00:06:00"]
+    assert max_time_override(90.5) == ["--trainer.max_time", "00:01:30:30"]
