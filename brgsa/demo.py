@@ -46,13 +46,10 @@ TRAIN_LABELS = "dataset_multi_abnormality_labels_train_predicted_labels.csv"
 
 def _benchmark(data_dir: Path) -> dict[str, Any]:
     """Generate the v1 benchmark into ``data_dir`` or reuse an intact earlier one."""
-    info_path = data_dir / "benchmark.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        changed = [name for name, digest in info.get("sha256", {}).items() if sha256_file(data_dir / name) != digest]
-        if info.get("version") != 1 or info.get("seed") != 0 or changed:
-            raise InputError(f"{data_dir} holds a benchmark that is not an intact v1 seed 0 ({changed or 'version'} "
-                             "differ); remove it")
+    from datasets.synthetic.reuse import intact_benchmark
+
+    info = intact_benchmark(data_dir)
+    if info is not None:
         logger.info("reusing the synthetic-ct3d benchmark v1 in %s", data_dir)
         return info
     from datasets.synthetic.ct3d import generate_ct3d

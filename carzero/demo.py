@@ -33,7 +33,7 @@ import torch
 
 from datasets.cli_utils import max_time_override
 from datasets.errors import InputError
-from datasets.io import atomic_write_text, sha256_file
+from datasets.io import atomic_write_text
 
 __all__ = ["DEFAULT_CONFIG", "TARGET_AUROC", "CHANCE_BAND", "main", "markdown"]
 
@@ -48,13 +48,10 @@ CHANCE_BAND = (0.45, 0.55)
 
 def _benchmark(data_dir: Path) -> dict[str, Any]:
     """Generate the v1 benchmark into ``data_dir`` or reuse an intact earlier one."""
-    info_path = data_dir / "benchmark.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        changed = [name for name, digest in info.get("sha256", {}).items() if sha256_file(data_dir / name) != digest]
-        if info.get("version") != 1 or changed:
-            raise InputError(f"{data_dir} holds a benchmark that is not an intact v1 ({changed or 'version'} differ); "
-                             "remove it")
+    from datasets.synthetic.reuse import intact_benchmark
+
+    info = intact_benchmark(data_dir)
+    if info is not None:
         logger.info("reusing the synthetic-cxr benchmark v1 in %s", data_dir)
         return info
     from datasets.synthetic.cxr import generate_cxr
