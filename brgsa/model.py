@@ -275,6 +275,7 @@ class BrgSA(nn.Module):
                     vectors = self.text_encoder(missing)[1]  # (M, D_text)
                 self._sentence_cache.update(zip(missing, vectors))
             encoded = torch.stack([self._sentence_cache[sentence] for sentence in unique])  # (U, D_text)
+            encoded = encoded.to(self.text_projection.weight.device)  # the cache stays where it was filled
         else:
             self._sentence_cache.clear()
             encoded = self.text_encoder(unique)[1]  # (U, D_text)
