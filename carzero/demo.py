@@ -15,6 +15,14 @@
 4. controls, scored the same way: the same model trained on SHUFFLED pairs (reports permuted across images) and the
    UNTRAINED model; both must sit at chance (macro AUROC 0.5 +- 0.05);
 5. write ``results.json`` (per-class and macro figures of every run) and ``results.md`` (a table generated from it).
+
+With ``--seeds 0 1 2`` steps 2-5 run once per training seed into ``OUT/seed_SEED`` (a seed whose finished
+``results.json`` matches the config file, the benchmark and the options is reused, so an interrupted run resumes and
+seeds can run as parallel processes), and ``OUT/results.json`` holds every seed's results and their mean. The target
+and the controls are then checked on the means: a model that learned nothing still ranks the test images by some
+function of their appearance, and on this benchmark the appearance follows the findings, so one seed's control
+strays from 0.5 by several hundredths (the untrained model's per-class AUROC spans about 0.3-0.8); the mean over
+seeds estimates where the control sits.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import torch
 
 from datasets.cli_utils import max_time_override
 from datasets.errors import InputError
-from datasets.io import atomic_write_text
+from datasets.io import atomic_write_text, sha256_file
 
 __all__ = ["DEFAULT_CONFIG", "TARGET_AUROC", "CHANCE_BAND", "main", "markdown"]
 
@@ -186,19 +194,30 @@ def _save(net: torch.nn.Module, folder: Path, preprocessing: Any, seed: int, inf
     )
 
 
+def _caption(results: dict[str, Any]) -> str:
+    trained = results["runs"]["trained"]
+    head = (f"CARZero on synthetic-cxr v1: zero-shot AUROC on the {results['test_images']} test images (ChestX-ray14 "
+            f"format). \"pos\": prompts \"There is <finding>\" (the paper's scoring); \"pair\": sigmoid(pos - neg) "
+            f"with \"There is no <finding>\".")
+    if "seeds" not in results:
+        return (f"{head} Training: {trained['train_seconds']:.0f} s wall-clock, {trained['train_cpu_seconds']:.0f} s "
+                f"of CPU time ({trained['torch_threads']} thread(s)), {trained['epochs']} epochs, {trained['steps']} "
+                f"steps, seed {results['seed']}.")
+    seconds = ", ".join(f"{value:.0f}" for value in trained["train_cpu_seconds"])
+    return (f"{head} Each figure is the mean over the {len(results['seeds'])} training seeds {results['seeds']} "
+            f"(macro: mean +- SD); every seed trains all three models. Training of the trained model: "
+            f"{trained['steps'][0]} steps, {seconds} s of CPU time per seed ({results['torch_threads']} thread(s)).")
+
+
 def markdown(results: dict[str, Any]) -> str:
-    """The results table (Markdown) generated from ``results.json``: per-class AUROC of every run, with positive
-    prompts and with positive/negative prompt pairs."""
+    """The results table (Markdown) generated from a demo ``results.json``: per-class AUROC of every run, with
+    positive prompts and with positive/negative prompt pairs; for several seeds, their mean and each seed's macro."""
     runs = results["runs"]
     names = list(runs)
     classes = list(runs[names[0]]["test"]["per_class_auroc"])
-    trained = runs["trained"]
+    several = "seeds" in results
     lines = [
-        f"CARZero on synthetic-cxr v1: zero-shot AUROC on the {results['test_images']} test images "
-        f"(ChestX-ray14 format). \"pos\": prompts \"There is <finding>\" (the paper's scoring); \"pair\": "
-        f"sigmoid(pos - neg) with \"There is no <finding>\". Training: {trained['train_seconds']:.0f} s "
-        f"wall-clock, {trained['train_cpu_seconds']:.0f} s of CPU time ({trained['torch_threads']} thread(s)), "
-        f"{trained['epochs']} epochs, {trained['steps']} steps, seed {results['seed']}.",
+        _caption(results),
         "",
         "| class | " + " | ".join(f"{name} (pos) | {name} (pair)" for name in names) + " |",
         "|---|" + "---|---|" * len(names),
@@ -210,16 +229,27 @@ def markdown(results: dict[str, Any]) -> str:
     for name in classes:
         cells = [cell(runs[run][key]["per_class_auroc"][name]) for run in names for key in ("test", "test_pairs")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    macros = [f"**{runs[run][key]['macro_auroc']:.3f}**" for run in names for key in ("test", "test_pairs")]
+    macros = [f"**{runs[run][key]['macro_auroc']:.3f}**" + (f" +- {runs[run][key]['macro_auroc_sd']:.3f}"
+                                                           if several else "")
+              for run in names for key in ("test", "test_pairs")]
     lines.append("| **macro AUROC** | " + " | ".join(macros) + " |")
+    if several:
+        lines.append("")
+        lines.append("| seed | " + " | ".join(f"{name} (pos) | {name} (pair)" for name in names) + " |")
+        lines.append("|---|" + "---|---|" * len(names))
+        for index, seed in enumerate(results["seeds"]):
+            cells = [cell(runs[run][key]["macro_auroc_per_seed"][index]) for run in names
+                     for key in ("test", "test_pairs")]
+            lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     lines.append("")
+    basis = f" (means over {len(results['seeds'])} seeds)" if several else ""
     for key, label in (("positive_prompts", "positive prompts"), ("prompt_pairs", "prompt pairs")):
         checks = {name: {True: "yes", False: "NO", None: "not run"}[value]
                   for name, value in results["checks"][key].items()}
         lines.append(
-            f"- {label}: target macro AUROC >= {TARGET_AUROC} met: {checks['trained_meets_target']}; controls within "
-            f"{CHANCE_BAND[0]}-{CHANCE_BAND[1]}: shuffled pairs {checks['shuffled_at_chance']}, untrained "
-            f"{checks['untrained_at_chance']}."
+            f"- {label}{basis}: target macro AUROC >= {TARGET_AUROC} met: {checks['trained_meets_target']}; "
+            f"controls within {CHANCE_BAND[0]}-{CHANCE_BAND[1]}: shuffled pairs {checks['shuffled_at_chance']}, "
+            f"untrained {checks['untrained_at_chance']}."
         )
     return "\n".join(lines) + "\n"
 
@@ -228,7 +258,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="carzero demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/carzero_demo", help="output folder (default runs/carzero_demo)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                        help="training seeds (default 0). With several, each seed's demo goes to OUT/seed_SEED (a "
+                             "finished one with the same config and benchmark is reused) and OUT/results.json holds "
+                             "the mean over seeds, against which the target and the controls are checked")
     parser.add_argument("--train-text", action="store_true", help="fine-tune the text encoder instead of freezing it")
     parser.add_argument("--no-align", dest="align", action="store_false",
                         help="train on the impressions alone, without CARZero's 'There is <finding>' alignment "
@@ -240,14 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
-    """Run the demo; see the module docstring."""
-    options = _parser().parse_args(argv)
-    if options.max_minutes is not None and not options.max_minutes > 0:
-        raise InputError(f"--max-minutes must be positive, got {options.max_minutes}")
-    if not options.config.is_file():
-        raise InputError(f"training config {options.config} not found; pass --config configs/carzero/demo.yaml")
-    out = Path(options.out)
+def _run_seed(options: argparse.Namespace, out: Path, seed: int) -> dict[str, Any]:
+    """The whole demo for one training seed, written to ``out``; returns its results (``out/results.json``)."""
+    options = argparse.Namespace(**{**vars(options), "seed": seed})
     info = _benchmark(out / BENCHMARK)
     full_size = _is_full_size(info)
     if options.align:
@@ -262,32 +290,126 @@ def main(argv: list[str]) -> int:
         run = _train(options, out, name, shuffle)
         cli = run.pop("cli")
         config, preprocessing = dict(cli.model.net.config), cli.datamodule.preprocessing
-        model_dir = _save(cli.model.net, out / f"model_{name}", preprocessing, options.seed, info,
+        model_dir = _save(cli.model.net, out / f"model_{name}", preprocessing, seed, info,
                           {"demo_run": name, "shuffled_reports": shuffle})
         run.update(_score(model_dir, out, name, full_size))
         runs[name] = run
-        logger.info("%s: test macro AUROC %.4f (positive prompts), %.4f (positive/negative pairs)", name,
-                    run["test"]["macro_auroc"], run["test_pairs"]["macro_auroc"])
+        logger.info("seed %d, %s: test macro AUROC %.4f (positive prompts), %.4f (positive/negative pairs)", seed,
+                    name, run["test"]["macro_auroc"], run["test_pairs"]["macro_auroc"])
     if not options.skip_controls:
         from carzero.model import CARZero
 
-        torch.manual_seed(options.seed)
+        torch.manual_seed(seed)
         untrained = CARZero.from_config(config)
-        model_dir = _save(untrained, out / "model_untrained", preprocessing, options.seed, info,
-                          {"demo_run": "untrained"})
+        model_dir = _save(untrained, out / "model_untrained", preprocessing, seed, info, {"demo_run": "untrained"})
         runs["untrained"] = {"train_seconds": 0.0, "epochs": 0, "steps": 0, "shuffled_reports": False,
                              **_score(model_dir, out, "untrained", full_size)}
     results = {
         "benchmark": {"name": BENCHMARK, "version": info["version"], "full_size": full_size, "sha256": info["sha256"]},
-        "test_images": info["splits"]["test"]["images"], "seed": options.seed, "config": str(options.config),
-        "text_encoder_frozen": not options.train_text,
+        "test_images": info["splits"]["test"]["images"], "seed": seed, "config": str(options.config),
+        "config_sha256": sha256_file(options.config), "text_encoder_frozen": not options.train_text,
         "training_text": ("impression + its 'There is <finding>' alignment (carzero align-prompts, rules)"
                           if options.align else "impression"), "runs": runs,
         "checks": {"positive_prompts": _checks(runs, "test"), "prompt_pairs": _checks(runs, "test_pairs")},
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    atomic_write_text(out / "results.md", table)
-    print(table)
-    print(f"results: {out / 'results.json'}; model folder: {out / 'model_trained'}")
+    atomic_write_text(out / "results.md", markdown(results))
+    return results
+
+
+def _finished_seed(folder: Path, options: argparse.Namespace, seed: int) -> dict[str, Any] | None:
+    """The results of an earlier run of this seed in ``folder`` when it is complete and was made with the same
+    config file contents, benchmark files and options; None otherwise (the seed is run again)."""
+    path = folder / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text(encoding="utf-8"))
+    benchmark = folder / BENCHMARK / "benchmark.json"
+    same = (
+        results.get("seed") == seed
+        and results.get("config_sha256") == sha256_file(options.config)
+        and benchmark.is_file()
+        and results["benchmark"]["sha256"] == json.loads(benchmark.read_text(encoding="utf-8"))["sha256"]
+        and results.get("text_encoder_frozen") == (not options.train_text)
+        and ("alignment" in results.get("training_text", "")) == options.align
+        and ("shuffled_pairs" not in results["runs"]) == options.skip_controls
+    )
+    return results if same else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _over_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean (and per-seed values, sample SD) of every run's macro and per-class AUROC over seeds."""
+    first = next(iter(per_seed.values()))
+    runs: dict[str, dict[str, Any]] = {}
+    for name in first["runs"]:
+        seed_runs = [results["runs"][name] for results in per_seed.values()]
+        run: dict[str, Any] = {
+            key: [seed_run[key] for seed_run in seed_runs]
+            for key in ("train_seconds", "train_cpu_seconds", "epochs", "steps") if key in seed_runs[0]
+        }
+        for key in ("test", "test_pairs"):
+            macros = [seed_run[key]["macro_auroc"] for seed_run in seed_runs]
+            mean = sum(macros) / len(macros)
+            sd = (sum((value - mean) ** 2 for value in macros) / (len(macros) - 1)) ** 0.5 if len(macros) > 1 else 0.0
+            classes = list(seed_runs[0][key]["per_class_auroc"])
+            run[key] = {
+                "macro_auroc": mean, "macro_auroc_sd": sd, "macro_auroc_per_seed": macros,
+                "per_class_auroc": {c: _mean([seed_run[key]["per_class_auroc"][c] for seed_run in seed_runs])
+                                    for c in classes},
+            }
+        runs[name] = run
+    return runs
+
+
+def _summary(options: argparse.Namespace, per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    first = next(iter(per_seed.values()))
+    runs = _over_seeds(per_seed)
+    return {
+        "benchmark": first["benchmark"], "test_images": first["test_images"], "seeds": list(per_seed),
+        "config": str(options.config), "config_sha256": first["config_sha256"],
+        "text_encoder_frozen": first["text_encoder_frozen"], "training_text": first["training_text"],
+        "torch_threads": [results["runs"]["trained"].get("torch_threads") for results in per_seed.values()],
+        "runs": runs,
+        "checks": {"positive_prompts": _checks(runs, "test"), "prompt_pairs": _checks(runs, "test_pairs")},
+        "per_seed": {str(seed): results for seed, results in per_seed.items()},
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Run the demo; see the module docstring."""
+    options = _parser().parse_args(argv)
+    if options.max_minutes is not None and not options.max_minutes > 0:
+        raise InputError(f"--max-minutes must be positive, got {options.max_minutes}")
+    if not options.config.is_file():
+        raise InputError(f"training config {options.config} not found; pass --config configs/carzero/demo.yaml")
+    if len(set(options.seeds)) != len(options.seeds):
+        raise InputError(f"--seeds must be distinct, got {options.seeds}")
+    out = Path(options.out)
+    if len(options.seeds) == 1:
+        results = _run_seed(options, out, options.seeds[0])
+    else:
+        shared = out / BENCHMARK
+        _benchmark(shared)
+        per_seed: dict[int, dict[str, Any]] = {}
+        for seed in options.seeds:
+            folder = out / f"seed_{seed}"
+            finished = _finished_seed(folder, options, seed)
+            if finished is not None:
+                logger.info("seed %d: reusing the finished run in %s", seed, folder)
+                per_seed[seed] = finished
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / BENCHMARK).exists():
+                (folder / BENCHMARK).symlink_to(shared.resolve(), target_is_directory=True)
+            per_seed[seed] = _run_seed(options, folder, seed)
+        results = _summary(options, per_seed)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_text(out / "results.md", markdown(results))
+    print(markdown(results))
+    print(f"results: {out / 'results.json'}")
     return 0

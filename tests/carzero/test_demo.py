@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,3 +122,42 @@ def test_encode_cached_needs_a_frozen_cache(tiny_bert_dir):
     with pytest.raises(ValueError, match="freeze"):
         encoder.encode_cached(["Cardiomegaly."])
     assert encoder(["Cardiomegaly."])[0].shape == (1, encoder.width)
+
+
+def test_several_seeds_write_each_seed_and_their_mean_and_reuse_finished_seeds(tmp_path, tiny_bert_dir):
+    out = tmp_path / "demo"
+    generate_cxr(out / "synthetic-cxr", replace(CXR_V1, train_images=24, val_images=8, test_images=24, image_size=96),
+                 seed=0)
+    args = ["demo", "--out", str(out), "--config", str(tiny_demo_config(tmp_path, tiny_bert_dir)), "--seeds", "0", "1",
+            "--skip-controls", "--max-minutes", "5"]
+    assert main(args) == 0
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["seeds"] == [0, 1] and list(results["per_seed"]) == ["0", "1"]
+    weights = [(out / f"seed_{seed}" / "model_trained" / "model.safetensors").read_bytes() for seed in (0, 1)]
+    assert weights[0] != weights[1]  # the seeds really train different models
+    for key in ("test", "test_pairs"):
+        per_seed = [results["per_seed"][seed]["runs"]["trained"][key]["macro_auroc"] for seed in ("0", "1")]
+        summary = results["runs"]["trained"][key]
+        assert summary["macro_auroc_per_seed"] == per_seed
+        assert summary["macro_auroc"] == pytest.approx(statistics.mean(per_seed))
+        assert summary["macro_auroc_sd"] == pytest.approx(statistics.stdev(per_seed))
+        for name, value in summary["per_class_auroc"].items():
+            values = [results["per_seed"][seed]["runs"]["trained"][key]["per_class_auroc"][name] for seed in ("0", "1")]
+            present = [v for v in values if v is not None]
+            assert value == (pytest.approx(statistics.mean(present)) if present else None)
+    assert results["checks"]["positive_prompts"] == {
+        "trained_meets_target": results["runs"]["trained"]["test"]["macro_auroc"] >= 0.85,
+        "shuffled_at_chance": None, "untrained_at_chance": None,
+    }
+    table = (out / "results.md").read_text(encoding="utf-8")
+    assert table == markdown(results) and "| seed | trained (pos) | trained (pair) |" in table
+    assert "\n| 0 | " in table and "\n| 1 | " in table
+    # a rerun reuses both finished seeds: nothing is trained or rewritten
+    stamps = [(out / f"seed_{seed}" / "results.json").stat().st_mtime_ns for seed in (0, 1)]
+    assert main(args) == 0
+    assert [(out / f"seed_{seed}" / "results.json").stat().st_mtime_ns for seed in (0, 1)] == stamps
+    assert json.loads((out / "results.json").read_text(encoding="utf-8")) == results
+
+
+def test_demo_rejects_repeated_seeds(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--seeds", "1", "1"]) == 2
