@@ -133,6 +133,9 @@ class BrgSA(nn.Module):
         text_last_n_layers: layers summed by ``"gloria"`` pooling. Defaults to 4.
         trust_remote_code: let the text model's repository run its own code. Defaults to False.
         gradient_checkpointing: recompute ViT blocks in the backward pass to save memory. Defaults to False.
+        vision_patch_embedding: the ViT's patch embedding, ``"linear"`` (released) or ``"conv"`` (a convolutional
+            stem for small models trained from scratch, see :class:`~brgsa.vision.VisionTransformer3D`). Defaults to
+            "linear".
 
     Example::
 
@@ -160,6 +163,7 @@ class BrgSA(nn.Module):
         text_last_n_layers: int = 4,
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
+        vision_patch_embedding: str = "linear",
     ) -> None:
         super().__init__()
         if text_pooling not in SUPPORTED_POOLING:
@@ -184,6 +188,7 @@ class BrgSA(nn.Module):
             "text_last_n_layers": text_last_n_layers,
             "trust_remote_code": trust_remote_code,
             "gradient_checkpointing": gradient_checkpointing,
+            "vision_patch_embedding": vision_patch_embedding,
         }
         self.use_knowledge_bank = use_knowledge_bank
         self.vision_encoder = VisionTransformer3D(
@@ -195,6 +200,7 @@ class BrgSA(nn.Module):
             num_heads=vision_heads,
             mlp_ratio=vision_mlp_ratio,
             gradient_checkpointing=gradient_checkpointing,
+            patch_embedding=vision_patch_embedding,
         )
         self.vision_projection = nn.Linear(vision_width, embed_dim)
         self.text_encoder = TextEncoder(

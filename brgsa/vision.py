@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["VisionTransformer3D", "sincos_position_embedding_3d"]
+__all__ = ["PATCH_EMBEDDINGS", "VisionTransformer3D", "sincos_position_embedding_3d"]
 
 
 def _triple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
@@ -55,15 +55,46 @@ def sincos_position_embedding_3d(width: int, grid_size: Sequence[int]) -> torch.
     return embedding.float()
 
 
-class _PatchEmbedding3D(nn.Module):
-    """Non-overlapping 3D patches to tokens: ``(B, C_in, X, Y, Z)`` -> ``(B, C, gx, gy, gz)``."""
+PATCH_EMBEDDINGS = ("linear", "conv")
 
-    def __init__(self, in_channels: int, width: int, patch_size: tuple[int, int, int]) -> None:
+
+class _PatchEmbedding3D(nn.Module):
+    """3D patches to tokens: ``(B, C_in, X, Y, Z)`` -> ``(B, C, gx, gy, gz)``.
+
+    ``"linear"``: one ``patch_size`` strided convolution (the ViT and released-checkpoint layout). ``"conv"``: a
+    convolutional stem (Xiao et al. 2021, "Early convolutions help transformers see better"), ``log2(max(patch))``
+    3x3x3 convolutions + BatchNorm + ReLU, each halving every axis whose patch is not yet reached (so (16, 16, 8)
+    strides (2, 2, 2) three times, then (2, 2, 1)), widths doubling up to ``width``, then a 1x1x1 ``proj``.
+    """
+
+    def __init__(self, in_channels: int, width: int, patch_size: tuple[int, int, int], stem: str = "linear") -> None:
         super().__init__()
-        self.proj = nn.Conv3d(in_channels, width, kernel_size=patch_size, stride=patch_size)
+        if stem not in PATCH_EMBEDDINGS:
+            raise ValueError(f"patch_embedding must be one of {PATCH_EMBEDDINGS}, got {stem!r}")
+        if stem == "linear":
+            self.stem = nn.Identity()
+            self.proj = nn.Conv3d(in_channels, width, kernel_size=patch_size, stride=patch_size)
+            return
+        if any(patch & (patch - 1) for patch in patch_size):
+            raise ValueError(f"patch_embedding 'conv' needs power-of-two patch sizes, got {patch_size}")
+        layers = max(patch_size).bit_length() - 1
+        modules: list[nn.Module] = []
+        channels, reached = in_channels, [1, 1, 1]
+        for index in range(layers):
+            stride = tuple(2 if done < patch else 1 for done, patch in zip(reached, patch_size))
+            reached = [done * step for done, step in zip(reached, stride)]
+            out_channels = max(width // 2 ** (layers - 1 - index), 8)
+            modules += [
+                nn.Conv3d(channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm3d(out_channels),
+                nn.ReLU(inplace=True),
+            ]
+            channels = out_channels
+        self.stem = nn.Sequential(*modules)
+        self.proj = nn.Conv3d(channels, width, kernel_size=1)
 
     def forward(self, volumes: torch.Tensor) -> torch.Tensor:
-        return self.proj(volumes)
+        return self.proj(self.stem(volumes))
 
 
 class _Attention(nn.Module):
@@ -124,6 +155,8 @@ class VisionTransformer3D(nn.Module):
         mlp_ratio: MLP hidden size over ``width``. Defaults to 4.0.
         gradient_checkpointing: recompute each block in the backward pass to save activation memory while
             training. Defaults to False.
+        patch_embedding: ``"linear"`` (one strided convolution, as ViT and the released model) or ``"conv"`` (a
+            convolutional stem, for small models trained from scratch). Defaults to "linear".
 
     Example::
 
@@ -142,6 +175,7 @@ class VisionTransformer3D(nn.Module):
         num_heads: int = 12,
         mlp_ratio: float = 4.0,
         gradient_checkpointing: bool = False,
+        patch_embedding: str = "linear",
     ) -> None:
         super().__init__()
         self.image_size = _triple(image_size, "image_size")
@@ -160,7 +194,7 @@ class VisionTransformer3D(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.base_grid = tuple(size // patch for size, patch in zip(self.image_size, self.patch_size))
 
-        self.patch_embed = _PatchEmbedding3D(in_channels, width, self.patch_size)
+        self.patch_embed = _PatchEmbedding3D(in_channels, width, self.patch_size, patch_embedding)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         patch_position = sincos_position_embedding_3d(width, self.base_grid)  # (N0, C)
         position = torch.cat([torch.zeros(1, width), patch_position]).unsqueeze(0)  # (1, 1 + N0, C); CLS gets zeros

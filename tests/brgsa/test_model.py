@@ -39,10 +39,12 @@ def tiny_model(tiny_bert_dir):
 
 
 # ------------------------------------------------------------------------------------------------ vision encoder
+@pytest.mark.parametrize("patch_embedding", ["linear", "conv"])
 @pytest.mark.parametrize("spatial, grid", [((32, 32, 16), (2, 2, 2)), ((48, 64, 24), (3, 4, 3))])
-def test_vision_shapes_at_two_volume_sizes(spatial, grid):
+def test_vision_shapes_at_two_volume_sizes(spatial, grid, patch_embedding):
     torch.manual_seed(0)
-    encoder = VisionTransformer3D(image_size=(32, 32, 16), width=24, depth=1, num_heads=2)
+    encoder = VisionTransformer3D(image_size=(32, 32, 16), width=24, depth=1, num_heads=2,
+                                  patch_embedding=patch_embedding)
     cls_token, tokens = encoder(torch.randn(2, 1, *spatial))
     assert cls_token.shape == (2, 24)
     assert encoder.grid_size(spatial) == grid
@@ -55,6 +57,23 @@ def test_patch_is_8_along_the_slice_axis():
     assert encoder.base_grid == (14, 14, 14)
     assert encoder.pos_embed.shape == (1, 1 + 14**3, 12)
     assert encoder.grid_size((256, 256, 128)) == (16, 16, 16)
+
+
+def test_conv_stem_halves_each_axis_until_its_patch_size():
+    encoder = VisionTransformer3D(image_size=(32, 32, 16), width=32, depth=1, num_heads=2, patch_embedding="conv")
+    convolutions = [module for module in encoder.patch_embed.stem if isinstance(module, torch.nn.Conv3d)]
+    assert [conv.stride for conv in convolutions] == [(2, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 1)]
+    assert [conv.out_channels for conv in convolutions] == [8, 8, 16, 32]
+    assert encoder.patch_embed.proj.kernel_size == (1, 1, 1)
+    # a voxel only moves the tokens of its own patch's receptive field, not a far one
+    volume = torch.zeros(1, 1, 32, 32, 16)
+    encoder.eval()
+    with torch.no_grad():
+        base = encoder.patch_embed(volume)
+        volume[0, 0, 0, 0, 0] = 10.0
+        moved = encoder.patch_embed(volume)
+    changed = (moved - base).abs().amax(dim=1)[0]  # (2, 2, 2) patch grid
+    assert changed[0, 0, 0] > 0 and changed[1, 1, 1] == 0
 
 
 def test_position_embedding_interpolation():
@@ -104,6 +123,8 @@ def test_gradient_checkpointing_gives_the_same_output():
         ({"image_size": (30, 32, 16)}, "not divisible by patch_size"),
         ({"patch_size": (16, 16)}, "three positive ints"),
         ({"width": 25}, "divisible by num_heads"),
+        ({"patch_embedding": "resnet"}, "patch_embedding must be one of"),
+        ({"patch_size": (16, 16, 6), "image_size": (32, 32, 12), "patch_embedding": "conv"}, "power-of-two"),
     ],
 )
 def test_vision_ill_arg(kwargs, match):
