@@ -204,9 +204,10 @@ def _caption(results: dict[str, Any]) -> str:
                 f"of CPU time ({trained['torch_threads']} thread(s)), {trained['epochs']} epochs, {trained['steps']} "
                 f"steps, seed {results['seed']}.")
     seconds = ", ".join(f"{value:.0f}" for value in trained["train_cpu_seconds"])
+    threads = "/".join(str(count) for count in sorted(set(results["torch_threads"])))
     return (f"{head} Each figure is the mean over the {len(results['seeds'])} training seeds {results['seeds']} "
             f"(macro: mean +- SD); every seed trains all three models. Training of the trained model: "
-            f"{trained['steps'][0]} steps, {seconds} s of CPU time per seed ({results['torch_threads']} thread(s)).")
+            f"{trained['steps'][0]} steps, {seconds} s of CPU time per seed ({threads} thread(s)).")
 
 
 def markdown(results: dict[str, Any]) -> str:
