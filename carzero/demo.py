@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -97,21 +98,22 @@ def _aligned_manifest(out: Path) -> Path:
     return manifest
 
 
-def _train(options: argparse.Namespace, out: Path, run_name: str, shuffle: bool) -> dict[str, Any]:
-    """Train one model through the ``carzero`` LightningCLI; the wall-clock and CPU seconds include text caching."""
+def _train(options: argparse.Namespace, data: Path, manifest: Path, out: Path, seed: int, run_name: str,
+           shuffle: bool) -> dict[str, Any]:
+    """Train one model through the ``carzero`` LightningCLI on ``manifest`` (images under the benchmark folder
+    ``data``), logging under ``out``; the wall-clock and CPU seconds include text caching."""
     from carzero.cli import build_lightning_cli
 
-    data = out / BENCHMARK
     args = [
         "--config", str(options.config),
-        "--seed_everything", str(options.seed),
-        "--data.manifest", str(out / "aligned" / "reports_aligned.csv" if options.align else data / "reports.csv"),
+        "--seed_everything", str(seed),
+        "--data.manifest", str(manifest),
         "--data.image_root", str(data),
         "--data.val_labels", str(data / "Data_Entry_2017.csv"),
         "--data.val_image_root", str(data / "images"),
         "--data.val_split_list", str(data / "val_list.txt"),
         "--data.shuffle_reports", str(shuffle).lower(),
-        "--data.seed", str(options.seed),
+        "--data.seed", str(seed),
         "--trainer.logger.init_args.save_dir", str(out / "train"),
         "--trainer.logger.init_args.name", run_name,
         "--trainer.default_root_dir", str(out / "train" / run_name),
@@ -162,11 +164,12 @@ def _zeroshot(model_dir: Path, out: Path, data_root: Path, full_size: bool, pair
             "outputs": str(out)}
 
 
-def _score(model_dir: Path, out: Path, name: str, full_size: bool) -> dict[str, Any]:
-    """Both zero-shot scorings of one model: ``test`` (positive prompts) and ``test_pairs`` (positive/negative)."""
+def _score(model_dir: Path, data: Path, out: Path, name: str, full_size: bool) -> dict[str, Any]:
+    """Both zero-shot scorings of one model on the benchmark in ``data``, written under ``out``: ``test`` (positive
+    prompts) and ``test_pairs`` (positive/negative)."""
     return {
-        "test": _zeroshot(model_dir, out / f"zeroshot_{name}", out, full_size, pairs=False),
-        "test_pairs": _zeroshot(model_dir, out / f"zeroshot_{name}_pairs", out, full_size, pairs=True),
+        "test": _zeroshot(model_dir, out / f"zeroshot_{name}", data.parent, full_size, pairs=False),
+        "test_pairs": _zeroshot(model_dir, out / f"zeroshot_{name}_pairs", data.parent, full_size, pairs=True),
     }
 
 
@@ -181,14 +184,13 @@ def _checks(runs: dict[str, dict[str, Any]], key: str) -> dict[str, bool | None]
     }
 
 
-def _save(net: torch.nn.Module, folder: Path, preprocessing: Any, seed: int, info: dict[str, Any], extra: dict
-          ) -> Path:
+def _save(net: torch.nn.Module, folder: Path, preprocessing: Any, seed: int, data: Path, info: dict[str, Any],
+          extra: dict) -> Path:
     from carzero.pretrained import save_pretrained
 
-    manifest = folder.parent / BENCHMARK / "reports.csv"
     return save_pretrained(
         net, folder, preprocessing, seed=seed, overwrite=True,
-        training_manifest={"path": str(manifest), "sha256": info["sha256"]["reports.csv"],
+        training_manifest={"path": str(data / "reports.csv"), "sha256": info["sha256"]["reports.csv"],
                            "rows": info["splits"]["train"]["images"]},
         extra=extra,
     )
@@ -274,26 +276,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_seed(options: argparse.Namespace, out: Path, seed: int) -> dict[str, Any]:
-    """The whole demo for one training seed, written to ``out``; returns its results (``out/results.json``)."""
-    options = argparse.Namespace(**{**vars(options), "seed": seed})
-    info = _benchmark(out / BENCHMARK)
+def _options_record(options: argparse.Namespace) -> dict[str, Any]:
+    """The options that change a seed's results, as recorded in its ``results.json`` and compared on reuse."""
+    return {"config_sha256": sha256_file(options.config), "align": options.align, "train_text": options.train_text,
+            "skip_controls": options.skip_controls}
+
+
+def _run_seed(options: argparse.Namespace, data: Path, info: dict[str, Any], manifest: Path, out: Path, seed: int
+              ) -> dict[str, Any]:
+    """The whole demo for one training seed on the benchmark in ``data`` (``info``: its ``benchmark.json``), training
+    on ``manifest``, written to ``out``; returns its results (``out/results.json``)."""
     full_size = _is_full_size(info)
-    if options.align:
-        _aligned_manifest(out)
     if not full_size:
-        logger.warning("the benchmark in %s is a smaller v1 copy: its figures are not the demo's", out / BENCHMARK)
+        logger.warning("the benchmark in %s is a smaller v1 copy: its figures are not the demo's", data)
     runs: dict[str, dict[str, Any]] = {}
     variants = [("trained", False)] if options.skip_controls else [("trained", False), ("shuffled_pairs", True)]
     config: dict[str, Any] = {}
     preprocessing = None
     for name, shuffle in variants:
-        run = _train(options, out, name, shuffle)
+        run = _train(options, data, manifest, out, seed, name, shuffle)
         cli = run.pop("cli")
         config, preprocessing = dict(cli.model.net.config), cli.datamodule.preprocessing
-        model_dir = _save(cli.model.net, out / f"model_{name}", preprocessing, seed, info,
+        model_dir = _save(cli.model.net, out / f"model_{name}", preprocessing, seed, data, info,
                           {"demo_run": name, "shuffled_reports": shuffle})
-        run.update(_score(model_dir, out, name, full_size))
+        run.update(_score(model_dir, data, out, name, full_size))
         runs[name] = run
         logger.info("seed %d, %s: test macro AUROC %.4f (positive prompts), %.4f (positive/negative pairs)", seed,
                     name, run["test"]["macro_auroc"], run["test_pairs"]["macro_auroc"])
@@ -302,13 +308,14 @@ def _run_seed(options: argparse.Namespace, out: Path, seed: int) -> dict[str, An
 
         torch.manual_seed(seed)
         untrained = CARZero.from_config(config)
-        model_dir = _save(untrained, out / "model_untrained", preprocessing, seed, info, {"demo_run": "untrained"})
+        model_dir = _save(untrained, out / "model_untrained", preprocessing, seed, data, info,
+                          {"demo_run": "untrained"})
         runs["untrained"] = {"train_seconds": 0.0, "epochs": 0, "steps": 0, "shuffled_reports": False,
-                             **_score(model_dir, out, "untrained", full_size)}
+                             **_score(model_dir, data, out, "untrained", full_size)}
     results = {
         "benchmark": {"name": BENCHMARK, "version": info["version"], "full_size": full_size, "sha256": info["sha256"]},
         "test_images": info["splits"]["test"]["images"], "seed": seed, "config": str(options.config),
-        "config_sha256": sha256_file(options.config), "text_encoder_frozen": not options.train_text,
+        **_options_record(options), "text_encoder_frozen": not options.train_text,
         "training_text": ("impression + its 'There is <finding>' alignment (carzero align-prompts, rules)"
                           if options.align else "impression"), "runs": runs,
         "checks": {"positive_prompts": _checks(runs, "test"), "prompt_pairs": _checks(runs, "test_pairs")},
@@ -318,29 +325,18 @@ def _run_seed(options: argparse.Namespace, out: Path, seed: int) -> dict[str, An
     return results
 
 
-def _finished_seed(folder: Path, options: argparse.Namespace, seed: int) -> dict[str, Any] | None:
+def _finished_seed(folder: Path, options: argparse.Namespace, info: dict[str, Any], seed: int
+                   ) -> dict[str, Any] | None:
     """The results of an earlier run of this seed in ``folder`` when it is complete and was made with the same
-    config file contents, benchmark files and options; None otherwise (the seed is run again)."""
+    config file contents, benchmark files (``info``) and options; None otherwise (the seed is run again)."""
     path = folder / "results.json"
     if not path.is_file():
         return None
     results = json.loads(path.read_text(encoding="utf-8"))
-    benchmark = folder / BENCHMARK / "benchmark.json"
-    same = (
-        results.get("seed") == seed
-        and results.get("config_sha256") == sha256_file(options.config)
-        and benchmark.is_file()
-        and results["benchmark"]["sha256"] == json.loads(benchmark.read_text(encoding="utf-8"))["sha256"]
-        and results.get("text_encoder_frozen") == (not options.train_text)
-        and ("alignment" in results.get("training_text", "")) == options.align
-        and ("shuffled_pairs" not in results["runs"]) == options.skip_controls
-    )
+    recorded = {key: results.get(key) for key in _options_record(options)}
+    same = (results.get("seed") == seed and recorded == _options_record(options)
+            and results["benchmark"]["sha256"] == info["sha256"])
     return results if same else None
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [value for value in values if value is not None]
-    return sum(present) / len(present) if present else None
 
 
 def _over_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -355,13 +351,15 @@ def _over_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         }
         for key in ("test", "test_pairs"):
             macros = [seed_run[key]["macro_auroc"] for seed_run in seed_runs]
-            mean = sum(macros) / len(macros)
-            sd = (sum((value - mean) ** 2 for value in macros) / (len(macros) - 1)) ** 0.5 if len(macros) > 1 else 0.0
-            classes = list(seed_runs[0][key]["per_class_auroc"])
+            per_class: dict[str, float | None] = {}
+            for class_name in seed_runs[0][key]["per_class_auroc"]:
+                values = [seed_run[key]["per_class_auroc"][class_name] for seed_run in seed_runs]
+                present = [value for value in values if value is not None]
+                per_class[class_name] = statistics.fmean(present) if present else None
             run[key] = {
-                "macro_auroc": mean, "macro_auroc_sd": sd, "macro_auroc_per_seed": macros,
-                "per_class_auroc": {c: _mean([seed_run[key]["per_class_auroc"][c] for seed_run in seed_runs])
-                                    for c in classes},
+                "macro_auroc": statistics.fmean(macros),
+                "macro_auroc_sd": statistics.stdev(macros) if len(macros) > 1 else 0.0,
+                "macro_auroc_per_seed": macros, "per_class_auroc": per_class,
             }
         runs[name] = run
     return runs
@@ -372,7 +370,7 @@ def _summary(options: argparse.Namespace, per_seed: dict[int, dict[str, Any]]) -
     runs = _over_seeds(per_seed)
     return {
         "benchmark": first["benchmark"], "test_images": first["test_images"], "seeds": list(per_seed),
-        "config": str(options.config), "config_sha256": first["config_sha256"],
+        "config": str(options.config), **_options_record(options),
         "text_encoder_frozen": first["text_encoder_frozen"], "training_text": first["training_text"],
         "torch_threads": [results["runs"]["trained"].get("torch_threads") for results in per_seed.values()],
         "runs": runs,
@@ -391,23 +389,21 @@ def main(argv: list[str]) -> int:
     if len(set(options.seeds)) != len(options.seeds):
         raise InputError(f"--seeds must be distinct, got {options.seeds}")
     out = Path(options.out)
+    data = out / BENCHMARK
+    info = _benchmark(data)
+    manifest = _aligned_manifest(out) if options.align else data / "reports.csv"
     if len(options.seeds) == 1:
-        results = _run_seed(options, out, options.seeds[0])
+        results = _run_seed(options, data, info, manifest, out, options.seeds[0])
     else:
-        shared = out / BENCHMARK
-        _benchmark(shared)
         per_seed: dict[int, dict[str, Any]] = {}
         for seed in options.seeds:
             folder = out / f"seed_{seed}"
-            finished = _finished_seed(folder, options, seed)
+            finished = _finished_seed(folder, options, info, seed)
             if finished is not None:
                 logger.info("seed %d: reusing the finished run in %s", seed, folder)
                 per_seed[seed] = finished
-                continue
-            folder.mkdir(parents=True, exist_ok=True)
-            if not (folder / BENCHMARK).exists():
-                (folder / BENCHMARK).symlink_to(shared.resolve(), target_is_directory=True)
-            per_seed[seed] = _run_seed(options, folder, seed)
+            else:
+                per_seed[seed] = _run_seed(options, data, info, manifest, folder, seed)
         results = _summary(options, per_seed)
         atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
         atomic_write_text(out / "results.md", markdown(results))
