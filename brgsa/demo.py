@@ -114,6 +114,7 @@ def _train(options: argparse.Namespace, out: Path, tables: tuple[Path, Path], na
     data = out / BENCHMARK
     args = [
         "--config", str(options.config),
+        *(["--config", str(options.config_override)] if options.config_override else []),
         "--seed_everything", str(seed),
         "--model.net.init_args.use_knowledge_bank", str(bank).lower(),
         "--data.reports", str(tables[1]),
@@ -233,6 +234,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-text", action="store_true", help="fine-tune the text encoder instead of freezing it")
     parser.add_argument("--skip-controls", action="store_true", help="train and score only the real model")
     parser.add_argument("--ablation", action="store_true", help="knowledge bank on vs off over --seeds")
+    parser.add_argument("--config-override", type=Path, default=None,
+                        help="a YAML of settings laid over --config (e.g. configs/brgsa/demo_ablation.yaml: fewer "
+                             "epochs per ablation run)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="wall-clock cap of each training run instead of the config's 8 minutes (for a loaded "
                              "machine; the fixed epoch count still bounds the work)")
@@ -248,6 +252,8 @@ def main(argv: list[str]) -> int:
         raise InputError(f"--max-minutes must be positive, got {options.max_minutes}")
     if not options.config.is_file():
         raise InputError(f"training config {options.config} not found; pass --config configs/brgsa/demo.yaml")
+    if options.config_override is not None and not options.config_override.is_file():
+        raise InputError(f"--config-override {options.config_override} not found")
     out = Path(options.out)
     info = _benchmark(out / BENCHMARK)
     config_yaml = yaml.safe_load(options.config.read_text(encoding="utf-8"))
@@ -282,7 +288,9 @@ def main(argv: list[str]) -> int:
     macro = {name: run["test"]["macro_auroc"] for name, run in runs.items()}
     results = {
         "benchmark": {"name": BENCHMARK, "version": info["version"], "sha256": info["sha256"]},
-        "test_volumes": info["splits"]["test"]["volumes"], "config": str(options.config), "crop": options.crop,
+        "test_volumes": info["splits"]["test"]["volumes"], "config": str(options.config),
+        "config_override": None if options.config_override is None else str(options.config_override),
+        "crop": options.crop,
         "text_encoder_frozen": not options.train_text, "runs": runs, "ablation": ablation,
         "checks": {
             "trained_meets_target": macro["trained"] >= TARGET_AUROC,
