@@ -4,6 +4,8 @@
   :class:`lsms.module.LSMSModule` and :class:`datasets.refseg_datamodule.RefSegDataModule`.
 - ``lsms export CKPT OUT``: a Lightning checkpoint to a portable model folder.
 - ``lsms segment MODEL IMAGE [--slice N] --prompt TEXT [--prompt TEXT ...] --out DIR`` (or ``--batch CSV``).
+- ``lsms evaluate MODEL MANIFEST [--split val] [--out FILE.json]``: a model folder on one split of a ``refseg-1``
+  manifest with the controls and diagnostics of :mod:`lsms.evaluate` (choose variants on ``val``, report ``test``).
 - ``lsms demo --out DIR``: the main job: synthetic benchmark, training, evaluation with controls, an overlay.
 
 Bad input exits with status 2 and one line naming the culprit (``--debug`` shows the traceback).
@@ -101,6 +103,50 @@ def _segment(args: list[str]) -> int:
     return 0
 
 
+def _evaluate(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lsms evaluate",
+        description="Score a model folder on one split of a refseg-1 manifest: true and shuffled prompts, text-blind "
+        "baselines, grounding accuracy and Dice by lesion size and manifest column.",
+    )
+    parser.add_argument("model", help="model folder (lsms export / lsms demo)")
+    parser.add_argument("manifest", help="refseg-1 manifest CSV")
+    parser.add_argument("--split", default="val", help="manifest split to score (default val)")
+    parser.add_argument("--group-by", nargs="*", default=["attribute"], help="manifest columns to break Dice down by")
+    parser.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled-prompt draw (default 0)")
+    parser.add_argument("--out", help="write the results JSON here")
+    options = parser.parse_args(args)
+    import json
+
+    from datasets.errors import InputError
+    from datasets.io import atomic_write_text
+    from datasets.refseg import read_refseg_manifest
+    from lsms.evaluate import evaluate_with_controls
+    from lsms.pretrained import from_pretrained
+
+    rows = read_refseg_manifest(options.manifest).rows(options.split)
+    if not rows:
+        raise InputError(f"{options.manifest} has no rows in split {options.split!r}")
+    net, preprocessing, _ = from_pretrained(options.model)
+    results = evaluate_with_controls(
+        net, rows, preprocessing, cache_dir=options.cache_dir, seed=options.seed, group_by=options.group_by
+    )
+    results = {"model": str(options.model), "manifest": str(options.manifest), "split": options.split, **results}
+    if options.out:
+        atomic_write_text(Path(options.out), json.dumps(results, indent=2) + "\n")
+    multi = results["multi_lesion"]
+    print(
+        f"{options.split}: {results['expressions']} expressions, Dice {results['true_prompts']['dice']:.3f}; "
+        f"multi-lesion ({multi['expressions']}): Dice {multi['dice_true_prompts']['mean']:.3f}, shuffled prompts "
+        f"{multi['dice_shuffled_prompts']['mean']:.3f}, grounding accuracy {multi['grounding_accuracy']['mean']:.3f}"
+    )
+    for group, values in results["dice_by"].items():
+        print(f"Dice by {group}: " + ", ".join(f"{key} {value['mean']:.3f} (n={value['n']})" for key, value in
+                                               values.items()))
+    return 0
+
+
 def _demo(args: list[str]) -> int:
     from lsms.demo import run
 
@@ -108,7 +154,9 @@ def _demo(args: list[str]) -> int:
     return 0
 
 
-_COMMANDS: dict[str, Callable[[list[str]], int]] = {"export": _export, "segment": _segment, "demo": _demo}
+_COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "export": _export, "segment": _segment, "evaluate": _evaluate, "demo": _demo,
+}
 
 
 def _usage() -> str:
@@ -116,6 +164,7 @@ def _usage() -> str:
         "usage: lsms {fit,validate,test,predict} --config CONFIG [...]\n"
         "       lsms export CKPT OUT\n"
         "       lsms segment MODEL IMAGE [--slice N] --prompt TEXT [...] --out DIR\n"
+        "       lsms evaluate MODEL MANIFEST [--split val] [--out FILE.json]\n"
         "       lsms demo --out DIR\n"
         "LSMS (Language-guided Scale-aware MedSegmentor), unofficial reconstruction: referring segmentation of CT "
         "slices.\n"

@@ -5,6 +5,15 @@
   ANOTHER lesion of the same slice; a model that reads the text must then segment the wrong lesion;
 - text-blind baselines computed from the ground truth: "every lesion" predicts the union of all lesions of the
   slice, "largest lesion" predicts the largest one. They show what ignoring the text can reach at best.
+
+Two diagnostics split the error into "found the wrong lesion" and "drew the right lesion badly":
+
+- grounding accuracy: on slices with two or more lesions, the fraction of expressions whose predicted mask overlaps
+  the referred lesion more than any other lesion of the slice (an empty prediction counts as wrong);
+- Dice by group: by referred-lesion size on the model grid (pixels) and by any manifest column named in
+  ``group_by`` (e.g. the synthetic benchmark's ``attribute``).
+
+"The lesions of a slice" are those that some row of the evaluated split refers to on that slice.
 """
 
 from __future__ import annotations
@@ -23,7 +32,10 @@ from datasets.refseg_datamodule import RefSegDataset, collate_refseg
 from datasets.slices import SlicePreprocessing
 from lsms.metrics import ReferringSegmentationMetrics
 
-__all__ = ["dice_per_expression", "shuffled_prompts", "evaluate_with_controls"]
+__all__ = ["dice_per_expression", "grounded", "shuffled_prompts", "evaluate_with_controls", "SIZE_BINS_PIXELS"]
+
+SIZE_BINS_PIXELS = (20, 60, 150)
+"""Upper edges of the referred-lesion size bins on the model grid, in pixels (the last bin is open)."""
 
 
 def dice_per_expression(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -31,6 +43,38 @@ def dice_per_expression(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     intersection = (preds & targets).sum((1, 2))
     total = preds.sum((1, 2)) + targets.sum((1, 2))
     return np.where(total == 0, 1.0, 2 * intersection / np.maximum(total, 1))
+
+
+def grounded(preds: np.ndarray, targets: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Whether each prediction overlaps its referred lesion more than every other lesion of its slice.
+
+    Args:
+        preds: bool (N, H, W) predictions.
+        targets: bool (N, H, W) referred lesions.
+        others: bool (N, K, H, W) the other lesions of each slice, K >= 1 (padded with empty masks).
+
+    Returns:
+        bool (N,); an empty prediction is never grounded.
+    """
+    on_target = (preds & targets).sum((1, 2))
+    on_others = (preds[:, None] & others).sum((2, 3)).max(1)
+    return on_target > on_others
+
+
+def _size_bin(pixels: int) -> str:
+    lower = 0
+    for upper in SIZE_BINS_PIXELS:
+        if pixels < upper:
+            return f"{lower}-{upper - 1} px"
+        lower = upper
+    return f">={lower} px"
+
+
+def _grouped(values: np.ndarray, keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for key, value in zip(keys, values):
+        groups[key].append(float(value))
+    return {key: _summary(np.asarray(groups[key])) for key in sorted(groups)}
 
 
 def _slice_key(row: RefSegRow) -> tuple[str, int | None]:
@@ -80,13 +124,19 @@ def evaluate_with_controls(
     cache_dir: str | None = None,
     batch_size: int = 32,
     seed: int = 0,
+    group_by: Sequence[str] = ("attribute",),
 ) -> dict[str, Any]:
     """Score ``net`` on ``rows`` with true prompts, shuffled prompts and the text-blind baselines.
 
+    Args:
+        group_by: manifest columns (``RefSegRow.extra``) to break Dice down by; a column missing from some row is
+            left out. Defaults to ``("attribute",)``.
+
     Returns:
         A JSON-ready dict: ``true_prompts`` (all metrics of :class:`ReferringSegmentationMetrics` over all rows),
-        and on the multi-lesion subset ``multi_lesion`` with Dice of true prompts, shuffled prompts, "every lesion"
-        and "largest lesion", plus the gap true - shuffled.
+        on the multi-lesion subset ``multi_lesion`` with Dice of true prompts, shuffled prompts, "every lesion"
+        and "largest lesion", the gap true - shuffled and the grounding accuracy, and ``dice_by`` with Dice (true
+        prompts) per referred-lesion size bin and per value of each ``group_by`` column.
     """
     net.eval()
     dataset = RefSegDataset(rows, preprocessing, cache_dir)
@@ -111,6 +161,16 @@ def evaluate_with_controls(
         lesions[_slice_key(row)][row.lesion_id] = target
     every = np.stack([np.logical_or.reduce(list(lesions[_slice_key(rows[i])].values())) for i in subset])
     largest = np.stack([max(lesions[_slice_key(rows[i])].values(), key=lambda m: int(m.sum())) for i in subset])
+    most_others = max((len(lesions[_slice_key(rows[i])]) - 1 for i in subset), default=1)
+    others = np.zeros((len(subset), most_others, *targets.shape[1:]), dtype=bool)
+    for position, i in enumerate(subset):
+        other = [mask for lesion, mask in lesions[_slice_key(rows[i])].items() if lesion != rows[i].lesion_id]
+        others[position, : len(other)] = other
+    is_grounded = grounded(true_preds[subset], targets[subset], others)
+    dice_by = {"size": _grouped(true_dice, [_size_bin(int(target.sum())) for target in targets])}
+    for column in group_by:
+        if rows and all(column in row.extra for row in rows):
+            dice_by[column] = _grouped(true_dice, [row.extra[column] for row in rows])
     return {
         "expressions": len(rows),
         "true_prompts": true_metrics,
@@ -121,6 +181,8 @@ def evaluate_with_controls(
             "dice_every_lesion_baseline": _summary(dice_per_expression(every, targets[subset])),
             "dice_largest_lesion_baseline": _summary(dice_per_expression(largest, targets[subset])),
             "gap_true_minus_shuffled": float(true_dice[subset].mean() - shuffled_dice.mean()) if subset else None,
+            "grounding_accuracy": _summary(is_grounded.astype(float)),
         },
         "single_lesion_dice_true_prompts": _summary(true_dice[~multi]),
+        "dice_by": dice_by,
     }

@@ -1,0 +1,66 @@
+"""Held-out evaluation diagnostics: grounding accuracy, Dice by group, and ``lsms evaluate`` on a tiny benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from datasets.refseg import read_refseg_manifest
+from lsms.cli import main
+from lsms.evaluate import dice_per_expression, grounded
+
+from .test_cli import benchmark, tiny_model_dir  # noqa: F401 (module-scoped fixtures)
+
+
+def _disc(row: int, col: int, radius: int, size: int = 16) -> np.ndarray:
+    rows, cols = np.ogrid[:size, :size]
+    return (rows - row) ** 2 + (cols - col) ** 2 <= radius**2
+
+
+def test_grounded_picks_the_lesion_with_the_larger_overlap():
+    referred, other = _disc(4, 4, 2), _disc(11, 11, 3)
+    preds = np.stack([
+        referred,  # exactly the referred lesion
+        other,  # the wrong lesion
+        referred | other,  # both: overlaps the larger (other) one more
+        np.zeros_like(referred),  # nothing
+        _disc(4, 4, 1) | (other & _disc(11, 11, 0)),  # mostly the referred one, a pixel of the other
+    ])
+    targets = np.stack([referred] * 5)
+    others = np.stack([[other, np.zeros_like(other)]] * 5)  # padded with an empty mask
+    assert grounded(preds, targets, others).tolist() == [True, False, False, False, True]
+
+
+def test_evaluate_command_writes_diagnostics_that_match_its_predictions(tiny_model_dir, benchmark, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "val.json"
+    manifest = benchmark / "manifest.csv"
+    assert main(["evaluate", str(tiny_model_dir), str(manifest), "--split", "val", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    rows = read_refseg_manifest(manifest).rows("val")
+    assert results["split"] == "val" and results["expressions"] == len(rows)
+    multi = results["multi_lesion"]
+    assert multi["grounding_accuracy"]["n"] == multi["expressions"]
+    assert 0.0 <= multi["grounding_accuracy"]["mean"] <= 1.0
+    by_attribute = results["dice_by"]["attribute"]
+    assert set(by_attribute) == {row.extra["attribute"] for row in rows}
+    assert sum(group["n"] for group in by_attribute.values()) == len(rows)
+    assert sum(group["n"] for group in results["dice_by"]["size"].values()) == len(rows)
+    weighted = sum(group["mean"] * group["n"] for group in by_attribute.values()) / len(rows)
+    assert weighted == pytest.approx(results["true_prompts"]["dice"], abs=1e-5)
+    assert "grounding accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_command_refuses_an_unknown_split(tiny_model_dir, benchmark, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "none.json"
+    assert main(["evaluate", str(tiny_model_dir), str(benchmark / "manifest.csv"), "--split", "nope",
+                 "--out", str(out)]) == 2
+    assert "unknown split 'nope'; expected one of train, val, test" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_dice_per_expression_counts_empty_prediction_of_a_lesion_as_zero():
+    target = _disc(8, 8, 3)[None]
+    assert dice_per_expression(np.zeros_like(target), target).tolist() == [0.0]
+    assert dice_per_expression(np.zeros_like(target), np.zeros_like(target)).tolist() == [1.0]
