@@ -141,9 +141,11 @@ def _evaluate(args: list[str]) -> int:
         f"multi-lesion ({multi['expressions']}): Dice {multi['dice_true_prompts']['mean']:.3f}, shuffled prompts "
         f"{multi['dice_shuffled_prompts']['mean']:.3f}, grounding accuracy {multi['grounding_accuracy']['mean']:.3f}"
     )
-    for group, values in results["dice_by"].items():
-        print(f"Dice by {group}: " + ", ".join(f"{key} {value['mean']:.3f} (n={value['n']})" for key, value in
-                                               values.items()))
+    breakdowns = [("Dice", results["dice_by"]), ("grounding accuracy", multi["grounding_accuracy_by"])]
+    for name, groups in breakdowns:
+        for group, values in groups.items():
+            print(f"{name} by {group}: " + ", ".join(
+                f"{key} {value['mean']:.3f} (n={value['n']})" for key, value in values.items()))
     return 0
 
 

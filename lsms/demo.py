@@ -138,9 +138,15 @@ def results_markdown(results: dict[str, Any]) -> str:
         ("Dice, shuffled prompts (another lesion's text)", multi["dice_shuffled_prompts"]["mean"]),
         ("Dice, 'every lesion' baseline", multi["dice_every_lesion_baseline"]["mean"]),
         ("Dice, 'largest lesion' baseline", multi["dice_largest_lesion_baseline"]["mean"]),
+        ("Grounding accuracy (multi-lesion slices)", multi["grounding_accuracy"]["mean"]),
         ("Dice, untrained model (true prompts, all)", results["untrained"]["true_prompts"]["dice"]),
     ]
     lines += [f"| {name} | {value:.3f} |" for name, value in rows]
+    breakdowns = [("Dice", test["dice_by"]), ("Grounding accuracy", multi["grounding_accuracy_by"])]
+    for name, groups in breakdowns:
+        for group, values in groups.items():
+            lines.append(f"| {name} by {group} | " + ", ".join(
+                f"{key}: {value['mean']:.2f} (n={value['n']})" for key, value in values.items()) + " |")
     return "\n".join(lines) + "\n"
 
 

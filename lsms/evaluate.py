@@ -135,8 +135,9 @@ def evaluate_with_controls(
     Returns:
         A JSON-ready dict: ``true_prompts`` (all metrics of :class:`ReferringSegmentationMetrics` over all rows),
         on the multi-lesion subset ``multi_lesion`` with Dice of true prompts, shuffled prompts, "every lesion"
-        and "largest lesion", the gap true - shuffled and the grounding accuracy, and ``dice_by`` with Dice (true
-        prompts) per referred-lesion size bin and per value of each ``group_by`` column.
+        and "largest lesion", the gap true - shuffled, the grounding accuracy and ``grounding_accuracy_by`` (per
+        referred-lesion size bin and per value of each ``group_by`` column), and ``dice_by`` with Dice (true prompts)
+        per size bin and per value of each ``group_by`` column.
     """
     net.eval()
     dataset = RefSegDataset(rows, preprocessing, cache_dir)
@@ -168,9 +169,11 @@ def evaluate_with_controls(
         others[position, : len(other)] = other
     is_grounded = grounded(true_preds[subset], targets[subset], others)
     dice_by = {"size": _grouped(true_dice, [_size_bin(int(target.sum())) for target in targets])}
+    grounding_by = {"size": _grouped(is_grounded, [_size_bin(int(targets[i].sum())) for i in subset])}
     for column in group_by:
         if rows and all(column in row.extra for row in rows):
             dice_by[column] = _grouped(true_dice, [row.extra[column] for row in rows])
+            grounding_by[column] = _grouped(is_grounded, [rows[i].extra[column] for i in subset])
     return {
         "expressions": len(rows),
         "true_prompts": true_metrics,
@@ -182,6 +185,7 @@ def evaluate_with_controls(
             "dice_largest_lesion_baseline": _summary(dice_per_expression(largest, targets[subset])),
             "gap_true_minus_shuffled": float(true_dice[subset].mean() - shuffled_dice.mean()) if subset else None,
             "grounding_accuracy": _summary(is_grounded.astype(float)),
+            "grounding_accuracy_by": grounding_by,
         },
         "single_lesion_dice_true_prompts": _summary(true_dice[~multi]),
         "dice_by": dice_by,

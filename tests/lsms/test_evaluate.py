@@ -47,6 +47,9 @@ def test_evaluate_command_writes_diagnostics_that_match_its_predictions(tiny_mod
     assert set(by_attribute) == {row.extra["attribute"] for row in rows}
     assert sum(group["n"] for group in by_attribute.values()) == len(rows)
     assert sum(group["n"] for group in results["dice_by"]["size"].values()) == len(rows)
+    grounding_by = multi["grounding_accuracy_by"]["attribute"]
+    assert sum(group["n"] for group in grounding_by.values()) == multi["expressions"]
+    assert "only" not in grounding_by  # single-lesion expressions have nothing to ground against
     weighted = sum(group["mean"] * group["n"] for group in by_attribute.values()) / len(rows)
     assert weighted == pytest.approx(results["true_prompts"]["dice"], abs=1e-5)
     assert "grounding accuracy" in capsys.readouterr().out
