@@ -67,3 +67,20 @@ def test_dice_per_expression_counts_empty_prediction_of_a_lesion_as_zero():
     target = _disc(8, 8, 3)[None]
     assert dice_per_expression(np.zeros_like(target), target).tolist() == [0.0]
     assert dice_per_expression(np.zeros_like(target), np.zeros_like(target)).tolist() == [1.0]
+
+
+def test_demo_table_shows_every_control_and_breakdown(tiny_model_dir, benchmark):  # noqa: F811
+    from lsms.demo import results_markdown
+    from lsms.evaluate import evaluate_with_controls
+    from lsms.pretrained import from_pretrained
+
+    net, preprocessing, _ = from_pretrained(tiny_model_dir)
+    rows = read_refseg_manifest(benchmark / "manifest.csv").rows("test")
+    test = evaluate_with_controls(net, rows, preprocessing)
+    run = {"test": test, "untrained": test, "steps": 3, "epochs": 1, "train_seconds": 1.0, "seed": 0}
+    table = results_markdown(run)
+    grounding = test["multi_lesion"]["grounding_accuracy"]["mean"]
+    assert f"| Grounding accuracy (multi-lesion slices) | {grounding:.3f} |" in table
+    for line in ("| Dice by size |", "| Dice by attribute |", "| Grounding accuracy by attribute |"):
+        assert line in table
+    assert table.count("\n| ") == len(table.splitlines()) - 3  # every row after the header is a table row
