@@ -112,7 +112,10 @@ def _evaluate(args: list[str]) -> int:
     parser.add_argument("model", help="model folder (lsms export / lsms demo)")
     parser.add_argument("manifest", help="refseg-1 manifest CSV")
     parser.add_argument("--split", default="val", help="manifest split to score (default val)")
-    parser.add_argument("--group-by", nargs="*", default=["attribute"], help="manifest columns to break Dice down by")
+    parser.add_argument(
+        "--group-by", nargs="*", default=["attribute"],
+        help="manifest columns to break Dice and grounding accuracy down by (template_id, case_id or any extra column)",
+    )
     parser.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled-prompt draw (default 0)")
     parser.add_argument("--out", help="write the results JSON here")

@@ -129,8 +129,9 @@ def evaluate_with_controls(
     """Score ``net`` on ``rows`` with true prompts, shuffled prompts and the text-blind baselines.
 
     Args:
-        group_by: manifest columns (``RefSegRow.extra``) to break Dice down by; a column missing from some row is
-            left out. Defaults to ``("attribute",)``.
+        group_by: manifest columns to break Dice and grounding accuracy down by: ``template_id``, ``case_id`` or any
+            extra column (``RefSegRow.extra``); a column missing from some row is left out. Defaults to
+            ``("attribute",)``.
 
     Returns:
         A JSON-ready dict: ``true_prompts`` (all metrics of :class:`ReferringSegmentationMetrics` over all rows),
@@ -170,10 +171,11 @@ def evaluate_with_controls(
     is_grounded = grounded(true_preds[subset], targets[subset], others)
     dice_by = {"size": _grouped(true_dice, [_size_bin(int(target.sum())) for target in targets])}
     grounding_by = {"size": _grouped(is_grounded, [_size_bin(int(targets[i].sum())) for i in subset])}
+    columns = [{**row.extra, "template_id": row.template_id, "case_id": row.case_id} for row in rows]
     for column in group_by:
-        if rows and all(column in row.extra for row in rows):
-            dice_by[column] = _grouped(true_dice, [row.extra[column] for row in rows])
-            grounding_by[column] = _grouped(is_grounded, [rows[i].extra[column] for i in subset])
+        if rows and all(column in values for values in columns):
+            dice_by[column] = _grouped(true_dice, [values[column] for values in columns])
+            grounding_by[column] = _grouped(is_grounded, [columns[i][column] for i in subset])
     return {
         "expressions": len(rows),
         "true_prompts": true_metrics,

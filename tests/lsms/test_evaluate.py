@@ -36,7 +36,8 @@ def test_grounded_picks_the_lesion_with_the_larger_overlap():
 def test_evaluate_command_writes_diagnostics_that_match_its_predictions(tiny_model_dir, benchmark, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "val.json"
     manifest = benchmark / "manifest.csv"
-    assert main(["evaluate", str(tiny_model_dir), str(manifest), "--split", "val", "--out", str(out)]) == 0
+    assert main(["evaluate", str(tiny_model_dir), str(manifest), "--split", "val", "--out", str(out),
+                 "--group-by", "attribute", "template_id", "no_such_column"]) == 0
     results = json.loads(out.read_text())
     rows = read_refseg_manifest(manifest).rows("val")
     assert results["split"] == "val" and results["expressions"] == len(rows)
@@ -47,6 +48,8 @@ def test_evaluate_command_writes_diagnostics_that_match_its_predictions(tiny_mod
     assert set(by_attribute) == {row.extra["attribute"] for row in rows}
     assert sum(group["n"] for group in by_attribute.values()) == len(rows)
     assert sum(group["n"] for group in results["dice_by"]["size"].values()) == len(rows)
+    assert set(results["dice_by"]["template_id"]) == {row.template_id for row in rows}
+    assert "no_such_column" not in results["dice_by"]
     grounding_by = multi["grounding_accuracy_by"]["attribute"]
     assert sum(group["n"] for group in grounding_by.values()) == multi["expressions"]
     assert "only" not in grounding_by  # single-lesion expressions have nothing to ground against
@@ -70,7 +73,7 @@ def test_dice_per_expression_counts_empty_prediction_of_a_lesion_as_zero():
 
 
 def test_demo_table_shows_every_control_and_breakdown(tiny_model_dir, benchmark):  # noqa: F811
-    from lsms.demo import results_markdown
+    from lsms.demo import ablation_markdown, results_markdown
     from lsms.evaluate import evaluate_with_controls
     from lsms.pretrained import from_pretrained
 
@@ -84,3 +87,9 @@ def test_demo_table_shows_every_control_and_breakdown(tiny_model_dir, benchmark)
     for line in ("| Dice by size |", "| Dice by attribute |", "| Grounding accuracy by attribute |"):
         assert line in table
     assert table.count("\n| ") == len(table.splitlines()) - 3  # every row after the header is a table row
+
+    runs = [{"variant": variant, "seed": seed, "steps": 3, "epochs": 1, "test": test}
+            for seed in (0, 1) for variant in ("full", "no_language")]
+    ablation = ablation_markdown({"runs": runs, "benchmark": {"version": 1}})
+    dice, gap = test["true_prompts"]["dice"], test["multi_lesion"]["gap_true_minus_shuffled"]
+    assert f"| full | 0, 1 | {dice:.3f} ± 0.000 | {gap:.3f} | {grounding:.3f} |" in ablation
