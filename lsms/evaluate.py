@@ -45,20 +45,20 @@ def dice_per_expression(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(total == 0, 1.0, 2 * intersection / np.maximum(total, 1))
 
 
-def grounded(preds: np.ndarray, targets: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Whether each prediction overlaps its referred lesion more than every other lesion of its slice.
+def grounded(pred: np.ndarray, target: np.ndarray, others: Sequence[np.ndarray]) -> bool:
+    """Whether a prediction overlaps its referred lesion more than every other lesion of its slice.
 
     Args:
-        preds: bool (N, H, W) predictions.
-        targets: bool (N, H, W) referred lesions.
-        others: bool (N, K, H, W) the other lesions of each slice, K >= 1 (padded with empty masks).
+        pred: bool (H, W) prediction.
+        target: bool (H, W) referred lesion.
+        others: the other lesions of the slice, bool (H, W) each (at least one).
 
     Returns:
-        bool (N,); an empty prediction is never grounded.
+        True when the overlap with ``target`` beats every overlap with ``others``; an empty prediction is never
+        grounded.
     """
-    on_target = (preds & targets).sum((1, 2))
-    on_others = (preds[:, None] & others).sum((2, 3)).max(1)
-    return on_target > on_others
+    on_target = int((pred & target).sum())
+    return on_target > max(int((pred & other).sum()) for other in others)
 
 
 def _size_bin(pixels: int) -> str:
@@ -163,12 +163,11 @@ def evaluate_with_controls(
         lesions[_slice_key(row)][row.lesion_id] = target
     every = np.stack([np.logical_or.reduce(list(lesions[_slice_key(rows[i])].values())) for i in subset])
     largest = np.stack([max(lesions[_slice_key(rows[i])].values(), key=lambda m: int(m.sum())) for i in subset])
-    most_others = max((len(lesions[_slice_key(rows[i])]) - 1 for i in subset), default=1)
-    others = np.zeros((len(subset), most_others, *targets.shape[1:]), dtype=bool)
-    for position, i in enumerate(subset):
-        other = [mask for lesion, mask in lesions[_slice_key(rows[i])].items() if lesion != rows[i].lesion_id]
-        others[position, : len(other)] = other
-    is_grounded = grounded(true_preds[subset], targets[subset], others)
+    is_grounded = np.array([
+        grounded(true_preds[i], targets[i],
+                 [mask for lesion, mask in lesions[_slice_key(rows[i])].items() if lesion != rows[i].lesion_id])
+        for i in subset
+    ], dtype=bool)
     dice_by = {"size": _grouped(true_dice, [_size_bin(int(target.sum())) for target in targets])}
     grounding_by = {"size": _grouped(is_grounded, [_size_bin(int(targets[i].sum())) for i in subset])}
     columns = [{**row.extra, "template_id": row.template_id, "case_id": row.case_id} for row in rows]

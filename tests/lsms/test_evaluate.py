@@ -20,17 +20,13 @@ def _disc(row: int, col: int, radius: int, size: int = 16) -> np.ndarray:
 
 
 def test_grounded_picks_the_lesion_with_the_larger_overlap():
-    referred, other = _disc(4, 4, 2), _disc(11, 11, 3)
-    preds = np.stack([
-        referred,  # exactly the referred lesion
-        other,  # the wrong lesion
-        referred | other,  # both: overlaps the larger (other) one more
-        np.zeros_like(referred),  # nothing
-        _disc(4, 4, 1) | (other & _disc(11, 11, 0)),  # mostly the referred one, a pixel of the other
-    ])
-    targets = np.stack([referred] * 5)
-    others = np.stack([[other, np.zeros_like(other)]] * 5)  # padded with an empty mask
-    assert grounded(preds, targets, others).tolist() == [True, False, False, False, True]
+    referred, other, empty = _disc(4, 4, 2), _disc(11, 11, 3), np.zeros((16, 16), dtype=bool)
+    assert grounded(referred, referred, [other, empty])  # exactly the referred lesion
+    assert not grounded(other, referred, [other])  # the wrong lesion
+    assert not grounded(referred | other, referred, [other])  # both: overlaps the larger (other) one more
+    assert not grounded(empty, referred, [other])  # nothing
+    assert grounded(_disc(4, 4, 1) | (other & _disc(11, 11, 0)), referred, [other])  # mostly the referred one
+    assert not grounded(referred, referred, [other, _disc(4, 4, 3)])  # a third lesion covering the referred one
 
 
 def test_evaluate_command_writes_diagnostics_that_match_its_predictions(tiny_model_dir, benchmark, tmp_path, capsys):  # noqa: F811
