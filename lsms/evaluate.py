@@ -10,8 +10,8 @@ Two diagnostics split the error into "found the wrong lesion" and "drew the righ
 
 - grounding accuracy: on slices with two or more lesions, the fraction of expressions whose predicted mask overlaps
   the referred lesion more than any other lesion of the slice (an empty prediction counts as wrong);
-- Dice by group: by referred-lesion size on the model grid (pixels) and by any manifest column named in
-  ``group_by`` (e.g. the synthetic benchmark's ``attribute``).
+- Dice and grounding accuracy by group: by referred-lesion size on the model grid (pixels) and by any manifest
+  column named in ``group_by`` (e.g. the synthetic benchmark's ``attribute``).
 
 "The lesions of a slice" are those that some row of the evaluated split refers to on that slice.
 """
@@ -168,8 +168,9 @@ def evaluate_with_controls(
                  [mask for lesion, mask in lesions[_slice_key(rows[i])].items() if lesion != rows[i].lesion_id])
         for i in subset
     ], dtype=bool)
-    dice_by = {"size": _grouped(true_dice, [_size_bin(int(target.sum())) for target in targets])}
-    grounding_by = {"size": _grouped(is_grounded, [_size_bin(int(targets[i].sum())) for i in subset])}
+    sizes = [_size_bin(int(target.sum())) for target in targets]
+    dice_by = {"size": _grouped(true_dice, sizes)}
+    grounding_by = {"size": _grouped(is_grounded, [sizes[i] for i in subset])}
     columns = [{**row.extra, "template_id": row.template_id, "case_id": row.case_id} for row in rows]
     for column in group_by:
         if rows and all(column in values for values in columns):
