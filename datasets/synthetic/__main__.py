@@ -10,6 +10,7 @@ import dataclasses
 import sys
 
 from datasets.cli_utils import run_cli, setup_logging
+from datasets.synthetic.output import add_generator_arguments
 from datasets.synthetic.phantom import SUPPORTED_ORIENTATIONS
 from datasets.synthetic.refhl import generate_refhl
 from datasets.synthetic.spec import REFHL_V1
@@ -17,16 +18,6 @@ from datasets.synthetic.spec import REFHL_V1
 __all__ = ["build_parser", "main"]
 
 PROGRAM = "python -m datasets.synthetic"
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,19 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write CT phantoms (NIfTI), lesion label volumes, manifest.csv (refseg-1), benchmark.json and "
         "README.md into --out.",
     )
-    refhl.add_argument("--out", required=True, help="output folder (missing or empty, unless --overwrite)")
-    refhl.add_argument("--seed", type=_count, default=0, help="random seed (default: 0)")
-    for split in ("train", "val", "test"):
-        refhl.add_argument(
-            f"--{split}-cases", type=_count, default=REFHL_V1.cases(split),
-            help=f"number of {split} cases (default: {REFHL_V1.cases(split)})",
-        )
+    add_generator_arguments(refhl, ("train", "val", "test"), "cases", REFHL_V1.cases)
     refhl.add_argument(
         "--orientation", choices=SUPPORTED_ORIENTATIONS, default="RAS",
         help="array order of the stored volumes; the world-space content is the same (default: RAS)",
     )
-    refhl.add_argument("--overwrite", action="store_true", help="replace a benchmark already in --out")
-    refhl.add_argument("--verbose", action="store_true", help="debug logging")
     for name, (_, summary) in DELEGATED.items():
         commands.add_parser(name, help=f"{summary}; see `{PROGRAM} {name} --help`", add_help=False)
     return parser

@@ -32,10 +32,7 @@ import gzip
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +42,7 @@ import numpy as np
 
 from datasets.cli_utils import run_cli, setup_logging
 from datasets.errors import InputError
-from datasets.io import ensure_writable_dir, sha256_file
+from datasets.io import sha256_file
 from datasets.reports import CTRATE_REPORT_COLUMNS
 from datasets.synthetic.ct3d_anatomy import sample_anatomy
 from datasets.synthetic.ct3d_draw import Grid
@@ -64,7 +61,7 @@ from datasets.synthetic.ct3d_tables import (
     noise_rows,
     report_rows,
 )
-from datasets.synthetic.refhl import _check_output, _install
+from datasets.synthetic.output import add_generator_arguments, check_seed, write_benchmark_folder
 
 __all__ = ["TABLES", "TEST_LABELS", "generate_ct3d", "build_parser", "main"]
 
@@ -235,33 +232,10 @@ def generate_ct3d(out_dir: str | os.PathLike, spec: CT3DSpec = CT3D_V1, *, seed:
     """
     if spec.version not in CT3D_SUPPORTED_VERSIONS:
         raise ValueError(f"spec version {spec.version} is not implemented; supported: {CT3D_SUPPORTED_VERSIONS}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
-    out = Path(out_dir)
-    _check_output(out, overwrite)
-    parent = ensure_writable_dir(out.parent if str(out.parent) else ".")
-    start, cpu = time.perf_counter(), time.process_time()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
-        info = _write(tmp, spec, seed)
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    info["seconds"] = round(time.perf_counter() - start, 1)
-    info["cpu_seconds"] = round(time.process_time() - cpu, 1)
-    logger.info("wrote %s v%d to %s in %.1f s", spec.name, spec.version, out, info["seconds"])
+    check_seed(seed)
+    info = write_benchmark_folder(out_dir, overwrite, lambda folder: _write(folder, spec, seed))
+    logger.info("wrote %s v%d to %s in %.1f s", spec.name, spec.version, out_dir, info["seconds"])
     return info
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,13 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write synthetic chest CT volumes (NIfTI, HU) with CT-RATE-format labels, metadata and reports, "
         "splits.csv, benchmark.json and README.md into --out.",
     )
-    parser.add_argument("--out", required=True, help="output folder (missing or empty, unless --overwrite)")
-    parser.add_argument("--seed", type=_count, default=0, help="random seed (default: 0)")
-    for split in CT3D_SPLITS:
-        parser.add_argument(f"--{split}-volumes", type=_count, default=CT3D_V1.volumes(split),
-                            help=f"number of {split} volumes (default: {CT3D_V1.volumes(split)})")
-    parser.add_argument("--overwrite", action="store_true", help="replace a benchmark already in --out")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    add_generator_arguments(parser, CT3D_SPLITS, "volumes", CT3D_V1.volumes)
     return parser
 
 

@@ -32,10 +32,7 @@ import io
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,12 +42,13 @@ from PIL import Image
 
 from datasets.cli_utils import run_cli, setup_logging
 from datasets.errors import InputError
-from datasets.io import ensure_writable_dir, sha256_file
+from datasets.io import sha256_file
 from datasets.reports import PAIRS_COLUMNS, PAIRS_FORMAT_VERSION
 from datasets.synthetic.cxr_render import render_cxr
 from datasets.synthetic.cxr_reports import Mention, write_report
 from datasets.synthetic.cxr_sampling import Finding, sample_findings, sample_patient
 from datasets.synthetic.cxr_spec import CXR_SPLITS, CXR_SUPPORTED_VERSIONS, CXR_V1, FINDINGS, CXRSpec
+from datasets.synthetic.output import add_generator_arguments, check_seed, write_benchmark_folder
 
 __all__ = ["DATA_ENTRY_HEADER", "CHEXPERT_COLUMNS", "CHEXPERT_MAP", "generate_cxr", "main"]
 
@@ -306,16 +304,6 @@ Version {spec.version} of this generator is frozen: the same seed gives the same
 """
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"--out {out} is not empty; pass --overwrite to replace a benchmark generated there")
-        if not (out / "benchmark.json").is_file():
-            raise InputError(f"refusing to overwrite {out}: it is not empty and holds no benchmark.json")
-
-
 def generate_cxr(out_dir: str | os.PathLike, spec: CXRSpec = CXR_V1, *, seed: int = 0, overwrite: bool = False
                  ) -> dict[str, Any]:
     """Generate the benchmark into ``out_dir`` (written beside it and moved into place only when complete).
@@ -327,7 +315,7 @@ def generate_cxr(out_dir: str | os.PathLike, spec: CXRSpec = CXR_V1, *, seed: in
         overwrite: replace an earlier benchmark in ``out_dir``. Defaults to False.
 
     Returns:
-        The content of ``benchmark.json``.
+        The content of ``benchmark.json`` plus ``seconds`` (wall time) and ``cpu_seconds``.
 
     Raises:
         InputError: a bad seed or output folder.
@@ -335,38 +323,10 @@ def generate_cxr(out_dir: str | os.PathLike, spec: CXRSpec = CXR_V1, *, seed: in
     """
     if spec.version not in CXR_SUPPORTED_VERSIONS:
         raise ValueError(f"spec version {spec.version} is not implemented; supported: {CXR_SUPPORTED_VERSIONS}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
-    out = Path(out_dir)
-    _check_output(out, overwrite)
-    parent = ensure_writable_dir(out.parent if str(out.parent) else ".")
-    start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
-        info = _write(tmp, spec, seed)
-        old = None
-        if out.is_dir():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    info["seconds"] = round(time.perf_counter() - start, 1)
-    logger.info("wrote %s v%d to %s in %.1f s", spec.name, spec.version, out, info["seconds"])
+    check_seed(seed)
+    info = write_benchmark_folder(out_dir, overwrite, lambda folder: _write(folder, spec, seed))
+    logger.info("wrote %s v%d to %s in %.1f s", spec.name, spec.version, out_dir, info["seconds"])
     return info
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,13 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write synthetic chest radiographs (PNG), ChestX-ray14/CheXpert label files, pairs-1 reports, "
         "benchmark.json and README.md into --out.",
     )
-    parser.add_argument("--out", required=True, help="output folder (missing or empty, unless --overwrite)")
-    parser.add_argument("--seed", type=_count, default=0, help="random seed (default: 0)")
-    for split in CXR_SPLITS:
-        parser.add_argument(f"--{split}-images", type=_count, default=CXR_V1.images(split),
-                            help=f"number of {split} images (default: {CXR_V1.images(split)})")
-    parser.add_argument("--overwrite", action="store_true", help="replace a benchmark already in --out")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    add_generator_arguments(parser, CXR_SPLITS, "images", CXR_V1.images)
     return parser
 
 

@@ -31,9 +31,6 @@ import io
 import json
 import logging
 import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +38,10 @@ import nibabel as nib
 import numpy as np
 
 from datasets.errors import InputError
-from datasets.io import ensure_writable_dir, sha256_file
+from datasets.io import sha256_file
 from datasets.laterality import patient_side, voxel_to_world
 from datasets.synthetic.expressions import TEMPLATES, LesionFacts, choose_expressions
+from datasets.synthetic.output import check_seed, write_benchmark_folder
 from datasets.synthetic.phantom import SUPPORTED_ORIENTATIONS, Phantom, render_phantom
 from datasets.synthetic.spec import REFHL_V1, SPLITS, SUPPORTED_VERSIONS, RefHLSpec
 
@@ -169,33 +167,6 @@ def _case_rows(
     return rows, dropped
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"--out {out} is not empty; pass --overwrite to replace a benchmark generated there")
-        if not (out / "benchmark.json").is_file():
-            raise InputError(
-                f"refusing to overwrite {out}: it is not empty and holds no benchmark.json, so it was not written by "
-                "this generator; choose an empty or new folder"
-            )
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``out``, replacing an earlier benchmark only once ``tmp`` is complete."""
-    old = None
-    if out.is_dir():
-        if any(out.iterdir()):
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        else:
-            out.rmdir()
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def _readme(spec: RefHLSpec, info: dict[str, Any]) -> str:
     counts = "\n".join(
         f"| {split} | {c['cases']} | {c['slices']} | {c['lesions']} | {c['rows']} |"
@@ -265,7 +236,7 @@ def generate_refhl(
         overwrite: replace an earlier benchmark in ``out_dir``. Defaults to False.
 
     Returns:
-        The content of ``benchmark.json``.
+        The content of ``benchmark.json`` plus ``seconds`` (wall time) and ``cpu_seconds``.
 
     Raises:
         InputError: bad seed, orientation or output folder.
@@ -275,21 +246,12 @@ def generate_refhl(
         raise ValueError(f"spec version {spec.version} is not implemented; supported versions: {SUPPORTED_VERSIONS}")
     if orientation not in SUPPORTED_ORIENTATIONS:
         raise InputError(f"--orientation must be one of {', '.join(SUPPORTED_ORIENTATIONS)}, got {orientation!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
-    out = Path(out_dir)
-    _check_output(out, overwrite)
-    parent = ensure_writable_dir(out.parent if str(out.parent) else ".")
-    start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    try:
-        info = _write_benchmark(tmp, spec, seed, orientation)
-        _install(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    check_seed(seed)
+    info = write_benchmark_folder(
+        out_dir, overwrite, lambda folder: _write_benchmark(folder, spec, seed, orientation)
+    )
     logger.info(
-        "wrote %s to %s in %.1f s: %s", spec.name, out, time.perf_counter() - start,
+        "wrote %s to %s in %.1f s: %s", spec.name, out_dir, info["seconds"],
         ", ".join(f"{s} {c['cases']} cases/{c['rows']} rows" for s, c in info["splits"].items()),
     )
     return info
