@@ -11,7 +11,6 @@ reads both.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,12 +21,17 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from brgsa.model import BrgSA
 from datasets.ct_pipeline import CTVolumePreprocessing
 from datasets.errors import InputError
-from datasets.io import load_weights
-from datasets.pretrained import load_model_weights, read_model_config, save_model_folder
+from datasets.pretrained import (
+    checkpoint_provenance,
+    load_model_weights,
+    load_module_weights,
+    read_model_config,
+    read_module_checkpoint,
+    save_model_folder,
+)
 
 __all__ = ["MODEL_TYPE", "StorePreprocessing", "export_checkpoint", "from_pretrained", "save_pretrained"]
 
-logger = logging.getLogger(__name__)
 
 MODEL_TYPE = "brgsa"
 _TEXT_PREFIX = "text_encoder.model."
@@ -130,33 +134,14 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     Raises:
         InputError: not a BrgSAModule checkpoint written through the ``brgsa`` CLI, or mismatching weights.
     """
-    state = load_weights(checkpoint)
-    if not isinstance(state, dict) or "state_dict" not in state:
-        raise InputError(f"{checkpoint} is not a Lightning checkpoint (it has no 'state_dict')")
-    if "brgsa_config" not in state or "brgsa_preprocessing" not in state:
-        raise InputError(
-            f"{checkpoint} has no 'brgsa_config'/'brgsa_preprocessing': it was not written by a BrgSAModule trained "
-            "through the `brgsa` CLI (which adds brgsa.pretrained.StorePreprocessing); save the network with "
-            "brgsa.pretrained.save_pretrained instead"
-        )
+    state = read_module_checkpoint(
+        checkpoint, ("brgsa_config", "brgsa_preprocessing"),
+        "it was not written by a BrgSAModule trained through the `brgsa` CLI (which adds "
+        "brgsa.pretrained.StorePreprocessing); save the network with brgsa.pretrained.save_pretrained instead",
+    )
     preprocessing = CTVolumePreprocessing.from_dict(state["brgsa_preprocessing"])
     net = BrgSA.from_config(state["brgsa_config"])
-    weights = {name[len("net."):]: tensor for name, tensor in state["state_dict"].items() if name.startswith("net.")}
-    result = net.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(
-            f"{checkpoint}: weights do not match its brgsa_config (missing {result.missing_keys[:5]}, unexpected "
-            f"{result.unexpected_keys[:5]})"
-        )
-    data_hparams = state.get("datamodule_hyper_parameters") or {}
-    reports = data_hparams.get("reports")
-    training_manifest = None
-    if reports and Path(reports).is_file():
-        from datasets.io import sha256_file
-
-        training_manifest = {"path": str(reports), "sha256": sha256_file(reports)}
-    logger.info("exporting %s (epoch %s, step %s)", checkpoint, state.get("epoch"), state.get("global_step"))
+    load_module_weights(checkpoint, state, net)
     return save_pretrained(
-        net, folder, preprocessing, seed=data_hparams.get("seed"), training_manifest=training_manifest,
-        extra={"exported_from": str(checkpoint), "global_step": state.get("global_step")}, overwrite=overwrite,
+        net, folder, preprocessing, **checkpoint_provenance(checkpoint, state, "reports"), overwrite=overwrite
     )

@@ -11,7 +11,6 @@ reads both.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,12 +21,17 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from carzero.model import CARZero
 from datasets.cxr_transforms import CXRPreprocessing
 from datasets.errors import InputError
-from datasets.io import load_weights
-from datasets.pretrained import load_model_weights, read_model_config, save_model_folder
+from datasets.pretrained import (
+    checkpoint_provenance,
+    load_model_weights,
+    load_module_weights,
+    read_model_config,
+    read_module_checkpoint,
+    save_model_folder,
+)
 
 __all__ = ["MODEL_TYPE", "StorePreprocessing", "export_checkpoint", "from_pretrained", "save_pretrained"]
 
-logger = logging.getLogger(__name__)
 
 MODEL_TYPE = "carzero"
 _TEXT_PREFIX = "text.model."
@@ -122,15 +126,11 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     Raises:
         InputError: not a CARZeroModule checkpoint written through the ``carzero`` CLI, or mismatching weights.
     """
-    state = load_weights(checkpoint)
-    if not isinstance(state, dict) or "state_dict" not in state:
-        raise InputError(f"{checkpoint} is not a Lightning checkpoint (it has no 'state_dict')")
-    if "carzero_config" not in state:
-        raise InputError(
-            f"{checkpoint} has no 'carzero_config': it was not written by a CARZeroModule trained through the "
-            "`carzero` CLI (which adds carzero.pretrained.StorePreprocessing); save the network with "
-            "carzero.pretrained.save_pretrained instead"
-        )
+    state = read_module_checkpoint(
+        checkpoint, ("carzero_config",),
+        "it was not written by a CARZeroModule trained through the `carzero` CLI (which adds "
+        "carzero.pretrained.StorePreprocessing); save the network with carzero.pretrained.save_pretrained instead",
+    )
     data_hparams = state.get("datamodule_hyper_parameters") or {}
     values = state.get("carzero_preprocessing") or {
         key: data_hparams[key] for key in ("image_size", "channels", "mean", "std") if key in data_hparams
@@ -139,21 +139,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
         raise InputError(f"{checkpoint} does not record the image preprocessing (no 'carzero_preprocessing')")
     preprocessing = CXRPreprocessing.from_dict(values)
     net = CARZero.from_config(state["carzero_config"])
-    weights = {name[len("net."):]: tensor for name, tensor in state["state_dict"].items() if name.startswith("net.")}
-    result = net.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(
-            f"{checkpoint}: weights do not match its carzero_config (missing {result.missing_keys[:5]}, unexpected "
-            f"{result.unexpected_keys[:5]})"
-        )
-    manifest = data_hparams.get("manifest")
-    training_manifest = None
-    if manifest and Path(manifest).is_file():
-        from datasets.io import sha256_file
-
-        training_manifest = {"path": str(manifest), "sha256": sha256_file(manifest)}
-    logger.info("exporting %s (epoch %s, step %s)", checkpoint, state.get("epoch"), state.get("global_step"))
+    load_module_weights(checkpoint, state, net)
     return save_pretrained(
-        net, folder, preprocessing, seed=data_hparams.get("seed"), training_manifest=training_manifest,
-        extra={"exported_from": str(checkpoint), "global_step": state.get("global_step")}, overwrite=overwrite,
+        net, folder, preprocessing, **checkpoint_provenance(checkpoint, state, "manifest"), overwrite=overwrite
     )

@@ -22,7 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +215,62 @@ def load_model_weights(folder: str | os.PathLike, model: nn.Module, config: Mapp
             f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {list(result.unexpected_keys)[:5]}"
         )
     model.eval()
+
+
+def read_module_checkpoint(checkpoint: str | os.PathLike, required_keys: Sequence[str], hint: str) -> dict[str, Any]:
+    """Read a Lightning ``.ckpt`` with ``weights_only=True`` (no code runs) for export to a model folder.
+
+    Args:
+        checkpoint: the ``.ckpt`` file.
+        required_keys: entries the model's LightningModule and CLI callbacks store (e.g. ``"lsms_config"``).
+        hint: what to do instead, appended to the error when a required entry is missing.
+
+    Raises:
+        InputError: not a Lightning checkpoint, or a required entry is missing.
+    """
+    from datasets.io import load_weights
+
+    state = load_weights(checkpoint)
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise InputError(f"{checkpoint} is not a Lightning checkpoint (it has no 'state_dict')")
+    missing = [key for key in required_keys if key not in state]
+    if missing:
+        raise InputError(f"{checkpoint} has no {' or '.join(repr(key) for key in missing)}: {hint}")
+    return state
+
+
+def load_module_weights(checkpoint: str | os.PathLike, state: Mapping[str, Any], net: nn.Module) -> None:
+    """Load the ``net.``-prefixed weights of a LightningModule checkpoint's ``state_dict`` into ``net``.
+
+    Raises:
+        InputError: the checkpoint's weights do not match ``net`` (missing or unexpected names).
+    """
+    weights = {name[len("net."):]: tensor for name, tensor in state["state_dict"].items() if name.startswith("net.")}
+    result = net.load_state_dict(weights, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise InputError(
+            f"{checkpoint}: weights do not match the network its config describes (missing "
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
+        )
+
+
+def checkpoint_provenance(checkpoint: str | os.PathLike, state: Mapping[str, Any], table_key: str) -> dict[str, Any]:
+    """``seed``, ``training_manifest`` and ``extra`` keyword arguments of a ``save_pretrained`` for an export.
+
+    Args:
+        checkpoint: the ``.ckpt`` file (recorded as ``exported_from``).
+        state: its content.
+        table_key: the DataModule hyper-parameter naming the training table (``"manifest"``, ``"reports"``); its
+            SHA-256 is recorded when the file is still there.
+    """
+    from datasets.io import sha256_file
+
+    data_hparams = state.get("datamodule_hyper_parameters") or {}
+    table = data_hparams.get(table_key)
+    manifest = {"path": str(table), "sha256": sha256_file(table)} if table and Path(table).is_file() else None
+    logger.info("exporting %s (epoch %s, step %s)", checkpoint, state.get("epoch"), state.get("global_step"))
+    return {
+        "seed": (state.get("hyper_parameters") or {}).get("seed", data_hparams.get("seed")),
+        "training_manifest": manifest,
+        "extra": {"exported_from": str(checkpoint), "global_step": state.get("global_step")},
+    }

@@ -6,21 +6,25 @@ The folder stores the network's constructor arguments and the slice preprocessin
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
-from datasets.io import load_weights
-from datasets.pretrained import load_model_weights, read_model_config, save_model_folder
+from datasets.pretrained import (
+    checkpoint_provenance,
+    load_model_weights,
+    load_module_weights,
+    read_model_config,
+    read_module_checkpoint,
+    save_model_folder,
+)
 from datasets.slices import SlicePreprocessing
 from lsms.model import LSMS
 
 __all__ = ["MODEL_TYPE", "save_pretrained", "from_pretrained", "export_checkpoint"]
 
-logger = logging.getLogger(__name__)
 
 MODEL_TYPE = "lsms"
 _PREPROCESSING_KEYS = ("window", "image_size", "context_slices", "already_hu")
@@ -91,11 +95,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     The checkpoint is read with ``weights_only=True`` (no code runs). The network is rebuilt from the
     ``lsms_config`` the module stores, and the preprocessing from the DataModule's saved hyper-parameters.
     """
-    state = load_weights(checkpoint)
-    if not isinstance(state, dict) or "lsms_config" not in state or "state_dict" not in state:
-        raise InputError(
-            f"{checkpoint} is not a checkpoint of lsms.module.LSMSModule (it has no 'lsms_config' and 'state_dict')"
-        )
+    state = read_module_checkpoint(
+        checkpoint, ("lsms_config",), "it is not a checkpoint of lsms.module.LSMSModule; save the network with "
+        "lsms.pretrained.save_pretrained instead",
+    )
     data_hparams = state.get("datamodule_hyper_parameters") or {}
     missing = [key for key in ("window", "image_size", "context_slices") if key not in data_hparams]
     if missing:
@@ -106,22 +109,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     preprocessing = SlicePreprocessing.from_dict({key: data_hparams[key] for key in _PREPROCESSING_KEYS
                                                   if key in data_hparams})
     net = LSMS(**state["lsms_config"])
-    weights = {name[len("net."):]: tensor for name, tensor in state["state_dict"].items() if name.startswith("net.")}
-    result = net.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise InputError(
-            f"{checkpoint}: weights do not match its lsms_config (missing {result.missing_keys[:5]}, unexpected "
-            f"{result.unexpected_keys[:5]})"
-        )
-    seed = (state.get("hyper_parameters") or {}).get("seed", data_hparams.get("seed"))
-    manifest = data_hparams.get("manifest")
-    training_manifest = None
-    if manifest and Path(manifest).is_file():
-        from datasets.io import sha256_file
-
-        training_manifest = {"path": str(manifest), "sha256": sha256_file(manifest)}
-    logger.info("exporting %s (epoch %s, step %s)", checkpoint, state.get("epoch"), state.get("global_step"))
+    load_module_weights(checkpoint, state, net)
     return save_pretrained(
-        net, folder, preprocessing, seed=seed, training_manifest=training_manifest,
-        extra={"exported_from": str(checkpoint), "global_step": state.get("global_step")}, overwrite=overwrite,
+        net, folder, preprocessing, **checkpoint_provenance(checkpoint, state, "manifest"), overwrite=overwrite
     )
