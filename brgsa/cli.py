@@ -16,23 +16,12 @@ list after the command name and returns an exit status. Its module is imported o
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
-from datasets.cli_utils import run_cli, setup_logging
-from datasets.errors import InputError
+from datasets.cli_utils import Command, export_command, lightning_command, run_commands
 
 __all__ = ["Command", "COMMANDS", "build_lightning_cli", "export", "fit", "main", "test", "validate"]
-
-
-class Command(NamedTuple):
-    """A subcommand: ``target`` is ``"module:function"``, the function taking the remaining arguments."""
-
-    target: str
-    help: str
 
 
 COMMANDS: dict[str, Command] = {
@@ -71,69 +60,21 @@ def build_lightning_cli(args: Sequence[str] | None = None, run: bool = True):
     from brgsa.module import BrgSAModule
     from brgsa.pretrained import StorePreprocessing
 
-    if args is not None and list(args) == sys.argv[1:]:
-        args = None  # the `brgsa` script itself: let LightningCLI read sys.argv (it warns when given both)
     return _lightning_cli_class()(
         BrgSAModule, BrgSADataModule, args=list(args) if args is not None else None, run=run,
         save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [StorePreprocessing()]},
     )
 
 
-def _lightning_command(subcommand: str) -> Callable[[list[str]], int]:
-    def command(args: list[str]) -> int:
-        setup_logging()
-        build_lightning_cli([subcommand, *args])
-        return 0
-
-    command.__doc__ = f"``brgsa {subcommand}``: LightningCLI ``{subcommand}`` with the arguments after the command."
-    return command
-
-
-fit = _lightning_command("fit")
-validate = _lightning_command("validate")
-test = _lightning_command("test")
-
-
-def export(args: list[str]) -> int:
-    """``brgsa export CKPT OUT``: a checkpoint of ``brgsa fit`` to a portable model folder."""
-    parser = argparse.ArgumentParser(prog="brgsa export", description="Convert a Lightning .ckpt to a model folder.")
-    parser.add_argument("checkpoint", help="BrgSAModule checkpoint (.ckpt) from `brgsa fit`; read weights_only")
-    parser.add_argument("out", help="model folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
-    options = parser.parse_args(args)
-    setup_logging()
-    from brgsa.pretrained import export_checkpoint
-
-    print(f"wrote {export_checkpoint(options.checkpoint, options.out, overwrite=options.overwrite)}")
-    return 0
-
-
-def _usage() -> str:
-    lines = [__import__("brgsa").__doc__.strip(), "", "usage: brgsa <command> [arguments] [--debug]", "", "commands:"]
-    lines += [f"  {name:<18} {command.help}" for name, command in COMMANDS.items()]
-    lines.append("\n`brgsa <command> --help` describes a command; --debug shows tracebacks for bad input.")
-    return "\n".join(lines)
-
-
-def _dispatch(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
-    name, rest = args[0], args[1:]
-    if name not in COMMANDS:
-        raise InputError(f"unknown command {name!r}; choose from: {', '.join(COMMANDS)}")
-    module, function = COMMANDS[name].target.split(":")
-    return getattr(importlib.import_module(module), function)(rest)
+fit = lightning_command(build_lightning_cli, "fit")
+validate = lightning_command(build_lightning_cli, "validate")
+test = lightning_command(build_lightning_cli, "test")
+export = export_command("brgsa", "brgsa.pretrained:export_checkpoint", "BrgSAModule")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``brgsa`` script; returns the exit status (2 for bad input)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    program = f"brgsa {args[0]}" if args and args[0] in COMMANDS else "brgsa"
-    try:
-        return run_cli(program, _dispatch, args)
-    except SystemExit as exit_:  # argparse / jsonargparse usage errors and --help
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    return run_commands("brgsa", __import__("brgsa").__doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

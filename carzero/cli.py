@@ -14,17 +14,12 @@ Bad input exits with status 2 and one line naming the culprit (``--debug`` shows
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from datasets.cli_utils import run_cli, setup_logging
-from datasets.errors import InputError
+from datasets.cli_utils import Command, export_command, lightning_command, run_commands
 
-__all__ = ["build_lightning_cli", "main"]
-
-_LIGHTNING_COMMANDS = ("fit", "validate", "test")
+__all__ = ["COMMANDS", "build_lightning_cli", "export", "fit", "main", "test", "validate"]
 
 
 def _lightning_cli_class() -> type:
@@ -55,83 +50,26 @@ def build_lightning_cli(args: Sequence[str] | None = None, run: bool = True):
     )
 
 
-def _lightning(args: list[str]) -> int:
-    build_lightning_cli(args)
-    return 0
+fit = lightning_command(build_lightning_cli, "fit")
+validate = lightning_command(build_lightning_cli, "validate")
+test = lightning_command(build_lightning_cli, "test")
+export = export_command("carzero", "carzero.pretrained:export_checkpoint", "CARZeroModule")
 
-
-def _export(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="carzero export", description="Convert a Lightning .ckpt to a model folder.")
-    parser.add_argument("checkpoint", help="CARZeroModule checkpoint (.ckpt) from `carzero fit`; read weights_only")
-    parser.add_argument("out", help="model folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
-    options = parser.parse_args(args)
-    from carzero.pretrained import export_checkpoint
-
-    print(f"wrote {export_checkpoint(options.checkpoint, options.out, overwrite=options.overwrite)}")
-    return 0
-
-
-def _lazy(module: str, what: str) -> Callable[[list[str]], int]:
-    """A command whose implementation is imported only when it runs."""
-
-    def command(args: list[str]) -> int:
-        try:
-            implementation = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            raise InputError(f"`carzero {what}` is not available in this installation: module {module} is missing"
-                             ) from err
-        return implementation.main(args)
-
-    return command
-
-
-_COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "export": _export,
-    "zeroshot": _lazy("carzero.zeroshot", "zeroshot"),
-    "convert-official": _lazy("carzero.convert", "convert-official"),
-    "align-prompts": _lazy("carzero.prompts", "align-prompts"),
-    "demo": _lazy("carzero.demo", "demo"),
+COMMANDS: dict[str, Command] = {
+    "fit": Command("carzero.cli:fit", "train with LightningCLI (--config configs/carzero/<name>.yaml)"),
+    "validate": Command("carzero.cli:validate", "zero-shot validation of a checkpoint with LightningCLI"),
+    "test": Command("carzero.cli:test", "zero-shot test of a checkpoint with LightningCLI"),
+    "export": Command("carzero.cli:export", "convert a Lightning checkpoint into a portable model folder"),
+    "zeroshot": Command("carzero.zeroshot:main", "zero-shot scores, metrics and ROC curves of a model folder"),
+    "convert-official": Command("carzero.convert:main", "convert the released CARZero checkpoint into a model folder"),
+    "align-prompts": Command("carzero.prompts:main", "reports to \"There is <finding>\" prompts (rules or LLM)"),
+    "demo": Command("carzero.demo:main", "end-to-end demo on the synthetic chest X-ray benchmark, with controls"),
 }
 
 
-def _usage() -> str:
-    return (
-        "usage: carzero {fit,validate,test} --config CONFIG [...]\n"
-        "       carzero export CKPT OUT\n"
-        "       carzero zeroshot MODEL (--benchmark NAME --data-root DIR | --labels TABLE --adapter NAME "
-        "--images DIR --prompts FILE) [--out DIR]\n"
-        "       carzero convert-official CKPT OUT\n"
-        "       carzero align-prompts ...\n"
-        "       carzero demo --out DIR\n"
-        "CARZero (cross-attention alignment for radiology zero-shot classification, CVPR 2024), unofficial "
-        "reconstruction.\n"
-    )
-
-
-def _main(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
-    command, rest = args[0], args[1:]
-    setup_logging()
-    if command in _LIGHTNING_COMMANDS:
-        return _lightning(args)
-    if command in _COMMANDS:
-        return _COMMANDS[command](rest)
-    print(_usage(), file=sys.stderr)
-    print(f"carzero: error: unknown command {command!r}", file=sys.stderr)
-    return 2
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``carzero`` console script; returns the exit status."""
-    try:
-        return run_cli("carzero", _main, argv)
-    except SystemExit as exit_:  # argparse / jsonargparse usage errors
-        return exit_.code if isinstance(exit_.code, int) else 2
+    """Entry point of the ``carzero`` console script; returns the exit status (2 for bad input)."""
+    return run_commands("carzero", __import__("carzero").__doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

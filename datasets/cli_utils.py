@@ -6,14 +6,26 @@ Bad input ends with exit status 2 and one line on stderr naming the culprit; the
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 from datasets.errors import InputError, MissingDependencyError
 
-__all__ = ["EXIT_BAD_INPUT", "max_time_override", "run_cli", "setup_logging"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "Command",
+    "export_command",
+    "lightning_command",
+    "max_time_override",
+    "run_cli",
+    "run_commands",
+    "setup_logging",
+]
 
 EXIT_BAD_INPUT = 2
 
@@ -64,3 +76,108 @@ def run_cli(program: str, main: Callable[[list[str]], int | None], argv: Sequenc
 def _one_line(err: BaseException) -> str:
     text = str(err) if not isinstance(err, OSError) or not err.filename else f"{err.strerror}: {err.filename}"
     return " ".join(text.split())
+
+
+class Command(NamedTuple):
+    """A subcommand of a model's script: ``target`` is ``"module:function"``, the function taking the argument list
+    after the command name and returning an exit status; ``help`` is its line in the usage."""
+
+    target: str
+    help: str
+
+
+def _usage(program: str, summary: str, commands: Mapping[str, Command]) -> str:
+    lines = [summary.strip(), "", f"usage: {program} <command> [arguments] [--debug]", "", "commands:"]
+    lines += [f"  {name:<18} {command.help}" for name, command in commands.items()]
+    lines.append(f"\n`{program} <command> --help` describes a command; --debug shows tracebacks for bad input.")
+    return "\n".join(lines)
+
+
+def _load(program: str, name: str, target: str) -> Callable[[list[str]], int]:
+    module, function = target.split(":")
+    try:
+        implementation = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module:
+            raise
+        raise InputError(f"`{program} {name}` is not available in this installation: module {module} is missing"
+                         ) from err
+    return getattr(implementation, function)
+
+
+def run_commands(
+    program: str, summary: str, commands: Mapping[str, Command], argv: Sequence[str] | None = None
+) -> int:
+    """The ``main`` of a model's script: ``program <command> [arguments]`` under :func:`run_cli`'s convention.
+
+    A command's module is imported only when it runs (``lsms evaluate`` does not pay for importing Lightning's CLI).
+    No command, ``-h`` or ``--help`` prints the usage; an unknown command is bad input (exit status 2).
+
+    Args:
+        program: the script's name, e.g. ``"lsms"``.
+        summary: first lines of the usage (what the model is).
+        commands: ``name -> Command``, in the order the usage lists them.
+        argv: arguments; defaults to ``sys.argv[1:]``.
+
+    Returns:
+        The command's exit status; 2 for bad input and usage errors of argparse / jsonargparse.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+
+    def dispatch(args: list[str]) -> int:
+        if not args or args[0] in ("-h", "--help"):
+            print(_usage(program, summary, commands))
+            return 0
+        name, rest = args[0], args[1:]
+        if name not in commands:
+            raise InputError(f"unknown command {name!r}; choose from: {', '.join(commands)}")
+        command = _load(program, name, commands[name].target)
+        setup_logging()
+        return command(rest)
+
+    name = f"{program} {args[0]}" if args and args[0] in commands else program
+    try:
+        return run_cli(name, dispatch, args)
+    except SystemExit as exit_:  # argparse / jsonargparse usage errors and --help
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_BAD_INPUT)
+
+
+def lightning_command(build_lightning_cli: Callable[[Sequence[str] | None], object], subcommand: str
+                      ) -> Callable[[list[str]], int]:
+    """A command running LightningCLI's ``subcommand`` (``fit``, ``validate``, ...) on the arguments after it.
+
+    Run from the script itself, LightningCLI reads ``sys.argv`` (it warns when given both).
+    """
+
+    def command(args: list[str]) -> int:
+        arguments = [subcommand, *args]
+        build_lightning_cli(None if arguments == sys.argv[1:] else arguments)
+        return 0
+
+    command.__doc__ = f"LightningCLI ``{subcommand}`` with the arguments after the command."
+    return command
+
+
+def export_command(program: str, export_target: str, module_name: str) -> Callable[[list[str]], int]:
+    """``<program> export CKPT OUT [--overwrite]``: a Lightning checkpoint to a portable model folder.
+
+    Args:
+        program: the script's name.
+        export_target: ``"module:function"`` of the model's ``export_checkpoint(checkpoint, out, overwrite)``.
+        module_name: the LightningModule whose checkpoints it reads, for the help text.
+    """
+
+    def command(args: list[str]) -> int:
+        parser = argparse.ArgumentParser(prog=f"{program} export",
+                                         description="Convert a Lightning .ckpt to a model folder.")
+        parser.add_argument("checkpoint",
+                            help=f"{module_name} checkpoint (.ckpt) from `{program} fit`; read with weights_only=True")
+        parser.add_argument("out", help="model folder to write")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+        options = parser.parse_args(args)
+        export = _load(program, "export", export_target)
+        print(f"wrote {export(options.checkpoint, options.out, overwrite=options.overwrite)}")
+        return 0
+
+    command.__doc__ = f"``{program} export CKPT OUT``: a {module_name} checkpoint to a portable model folder."
+    return command

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.cli_utils import run_cli, setup_logging
+from datasets.cli_utils import Command, export_command, lightning_command, run_commands
 
-__all__ = ["main", "build_lightning_cli"]
-
-_LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+__all__ = ["COMMANDS", "build_lightning_cli", "export", "fit", "main", "predict", "test", "validate"]
 
 
 def _lightning_cli_class() -> type:
@@ -50,23 +48,11 @@ def build_lightning_cli(args: Sequence[str] | None = None, run: bool = True):
     )
 
 
-def _lightning(args: list[str]) -> int:
-    # The `lsms` script itself: let LightningCLI read sys.argv (it warns when given both).
-    build_lightning_cli(None if args == sys.argv[1:] else args)
-    return 0
-
-
-def _export(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lsms export", description="Convert a Lightning .ckpt to a model folder.")
-    parser.add_argument("checkpoint", help="LSMSModule checkpoint (.ckpt); read with weights_only=True")
-    parser.add_argument("out", help="model folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
-    options = parser.parse_args(args)
-    from lsms.pretrained import export_checkpoint
-
-    folder = export_checkpoint(options.checkpoint, options.out, overwrite=options.overwrite)
-    print(f"wrote {folder}")
-    return 0
+fit = lightning_command(build_lightning_cli, "fit")
+validate = lightning_command(build_lightning_cli, "validate")
+test = lightning_command(build_lightning_cli, "test")
+predict = lightning_command(build_lightning_cli, "predict")
+export = export_command("lsms", "lsms.pretrained:export_checkpoint", "LSMSModule")
 
 
 def _segment(args: list[str]) -> int:
@@ -159,44 +145,21 @@ def _demo(args: list[str]) -> int:
     return 0
 
 
-_COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "export": _export, "segment": _segment, "evaluate": _evaluate, "demo": _demo,
+COMMANDS: dict[str, Command] = {
+    "fit": Command("lsms.cli:fit", "train with LightningCLI (--config configs/lsms/<name>.yaml)"),
+    "validate": Command("lsms.cli:validate", "validate a checkpoint with LightningCLI"),
+    "test": Command("lsms.cli:test", "test a checkpoint with LightningCLI"),
+    "predict": Command("lsms.cli:predict", "predict masks with LightningCLI"),
+    "export": Command("lsms.cli:export", "convert a Lightning checkpoint into a portable model folder"),
+    "segment": Command("lsms.cli:_segment", "MODEL IMAGE [--slice N] --prompt TEXT ... --out DIR (or --batch CSV)"),
+    "evaluate": Command("lsms.cli:_evaluate", "MODEL MANIFEST [--split val] [--group-by COL] [--out FILE.json]"),
+    "demo": Command("lsms.cli:_demo", "end-to-end demo on the synthetic RefHL-Seg-style benchmark, with controls"),
 }
 
 
-def _usage() -> str:
-    return (
-        "usage: lsms {fit,validate,test,predict} --config CONFIG [...]\n"
-        "       lsms export CKPT OUT\n"
-        "       lsms segment MODEL IMAGE [--slice N] --prompt TEXT [...] --out DIR\n"
-        "       lsms evaluate MODEL MANIFEST [--split val] [--out FILE.json]\n"
-        "       lsms demo --out DIR\n"
-        "LSMS (Language-guided Scale-aware MedSegmentor), unofficial reconstruction: referring segmentation of CT "
-        "slices.\n"
-    )
-
-
-def _main(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
-    command, rest = args[0], args[1:]
-    setup_logging()
-    if command in _LIGHTNING_COMMANDS:
-        return _lightning(args)
-    if command in _COMMANDS:
-        return _COMMANDS[command](rest)
-    print(_usage(), file=sys.stderr)
-    print(f"lsms: error: unknown command {command!r}", file=sys.stderr)
-    return 2
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lsms`` console script; returns the exit status."""
-    try:
-        return run_cli("lsms", _main, argv)
-    except SystemExit as exit_:  # argparse / jsonargparse usage errors
-        return exit_.code if isinstance(exit_.code, int) else 2
+    """Entry point of the ``lsms`` console script; returns the exit status (2 for bad input)."""
+    return run_commands("lsms", __import__("lsms").__doc__, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,6 @@ def test_console_script_runs_in_a_subprocess():
     result = subprocess.run([sys.executable, "-m", "lsms.cli", "segment", "/nonexistent", "x.nii.gz", "--slice", "0",
                              "--prompt", "a", "--out", "/tmp/never"], capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.startswith("lsms: error:") and "/nonexistent" in result.stderr
+    assert result.stderr.startswith("lsms segment: error:") and "/nonexistent" in result.stderr
     assert json.loads(json.dumps(result.stderr))  # one plain line, no traceback
     assert "Traceback" not in result.stderr
