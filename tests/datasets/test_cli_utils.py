@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from datasets.cli_utils import EXIT_BAD_INPUT, max_time_override, run_cli
+from datasets.cli_utils import EXIT_BAD_INPUT, Command, max_time_override, run_cli, run_commands
 from datasets.errors import InputError
 
 
@@ -41,3 +41,18 @@ def test_success_returns_status():
 def test_max_time_override_formats_days_hours_minutes_seconds():
     assert max_time_override(6) == ["--trainer.max_time", "00:00:06:00"]
     assert max_time_override(90.5) == ["--trainer.max_time", "00:01:30:30"]
+
+
+def test_run_commands_dispatches_lists_and_names_the_failing_command(capsys) -> None:
+    commands = {
+        "count": Command("builtins:len", "length of the argument list"),
+        "absent": Command("medvl_module_that_does_not_exist:main", "an extra that is not installed"),
+    }
+    assert run_commands("tool", "A tool.", commands, ["count", "a", "b", "c"]) == 3  # len(["a", "b", "c"])
+    assert run_commands("tool", "A tool.", commands, ["--help"]) == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith("A tool.") and "count              length of the argument list" in usage
+    assert run_commands("tool", "A tool.", commands, ["frobnicate"]) == 2
+    assert capsys.readouterr().err.strip() == "tool: error: unknown command 'frobnicate'; choose from: count, absent"
+    assert run_commands("tool", "A tool.", commands, ["absent"]) == 2
+    assert "tool absent: error: `tool absent` is not available in this installation" in capsys.readouterr().err
