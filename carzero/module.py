@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,10 @@ from carzero.losses import CARZeroLoss
 from carzero.model import CARZero, ImageTokens, TextTokens
 from carzero.scoring import score_all_pairs
 from datasets.errors import InputError
-from datasets.metrics import evaluate_multilabel
+from datasets.zeroshot_training import log_zero_shot_auroc, plateau_optimizers
 
 __all__ = ["CARZeroModule", "read_prompt_file"]
 
-logger = logging.getLogger(__name__)
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
@@ -193,20 +191,7 @@ class CARZeroModule(LightningModule):
         self._val_labels.append(labels.float())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_scores:
-            return
-        scores, labels = torch.cat(self._val_scores), torch.cat(self._val_labels)  # (N, K) each
-        if self._world_size() > 1:
-            scores, labels = self.all_gather(scores).flatten(0, 1), self.all_gather(labels).flatten(0, 1)
-        result = evaluate_multilabel(scores.cpu().numpy(), labels.cpu().numpy(), self.val_prompts)
-        if result.excluded:
-            logger.info(
-                "zero-shot validation: %d classes excluded from the macro AUROC: %s",
-                len(result.excluded),
-                result.excluded,
-            )
-        self.log("val/macro_auroc", result.macro["auroc"], prog_bar=True)
-        self.log("val/auroc_classes", float(len(self.val_prompts) - len(result.excluded)))
+        log_zero_shot_auroc(self, self._val_scores, self._val_labels, self.val_prompts or [])
         self._val_scores, self._val_labels, self._val_text_tokens = [], [], None
 
     # ----------------------------------------------------------------------------------------------- checkpoints
@@ -217,16 +202,4 @@ class CARZeroModule(LightningModule):
     # ------------------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> dict[str, Any]:
         parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
-        if self.optimizer_factory is not None:
-            optimizer = self.optimizer_factory(parameters)
-        else:
-            optimizer = torch.optim.Adam(parameters, lr=5e-5, betas=(0.5, 0.999), weight_decay=1e-6)
-        if self.scheduler_factory is not None:
-            scheduler = self.scheduler_factory(optimizer)
-        else:
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=5)
-        # strict=False: without a validation loop the plateau scheduler is skipped with a warning instead of failing
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/macro_auroc", "strict": False},
-        }
+        return plateau_optimizers(parameters, self.optimizer_factory, self.scheduler_factory, torch.optim.Adam)
