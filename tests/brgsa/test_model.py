@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from brgsa.losses import BrgSALoss
 from brgsa.model import BrgSA, convert_released_state_dict, zero_shot_scores
-from brgsa.text_encoder import OFFLINE_MINILM, TextEncoder, resolve_text_encoder
+from brgsa.text_encoder import TextEncoder
 from brgsa.vision import VisionTransformer3D, sincos_position_embedding_3d
 
 TEXTS = ["There is emphysema in both upper lobes", "There is a small left pleural effusion"]
@@ -177,13 +177,6 @@ def test_overlong_text_is_truncated_and_counted(tiny_bert_dir, caplog):
     assert input_ids.shape == (2, 8)
     assert encoder.num_truncated == 1
     assert "truncated 1 text(s) to max_length=8" in caplog.text
-
-
-def test_offline_alias_resolves_to_the_bundled_minilm(minilm_dir):
-    assert resolve_text_encoder(OFFLINE_MINILM) == str(minilm_dir)
-    assert resolve_text_encoder("bert-base-uncased") == "bert-base-uncased"
-    with pytest.raises(ValueError, match="only offline alias"):
-        resolve_text_encoder("offline:other")
 
 
 def test_text_encoder_ill_arg(tiny_bert_dir):

