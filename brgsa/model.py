@@ -24,6 +24,7 @@ from torch import nn
 from brgsa.knowledge_bank import KnowledgeBank
 from brgsa.text_encoder import SUPPORTED_POOLING, TextEncoder
 from brgsa.vision import VisionTransformer3D
+from datasets.text_models import TextFeatureCache
 
 __all__ = ["DEMO_CONFIG", "BrgSA", "BrgSAOutput", "convert_released_state_dict", "zero_shot_scores"]
 
@@ -214,7 +215,7 @@ class BrgSA(nn.Module):
         self.knowledge_bank = (
             KnowledgeBank(knowledge_bank_size, embed_dim, knowledge_bank_temperature) if use_knowledge_bank else None
         )
-        self._sentence_cache: dict[str, torch.Tensor] = {}  # frozen text encoder: sentence -> (D_text,)
+        self._sentence_cache = TextFeatureCache()  # frozen text encoder: sentence -> ((D_text,),)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> BrgSA:
@@ -275,12 +276,8 @@ class BrgSA(nn.Module):
         unique = list(dict.fromkeys(sentence for sentences in sentence_sets for sentence in sentences))
         frozen = not any(parameter.requires_grad for parameter in self.text_encoder.parameters())
         if frozen:
-            missing = [sentence for sentence in unique if sentence not in self._sentence_cache]
-            if missing:
-                with torch.no_grad():
-                    vectors = self.text_encoder(missing)[1]  # (M, D_text)
-                self._sentence_cache.update(zip(missing, vectors))
-            encoded = torch.stack([self._sentence_cache[sentence] for sentence in unique])  # (U, D_text)
+            self._sentence_cache.fill(unique, lambda chunk: [(vector,) for vector in self.text_encoder(chunk)[1]])
+            encoded = torch.stack([vector for (vector,) in self._sentence_cache.get(unique)])  # (U, D_text)
             encoded = encoded.to(self.text_projection.weight.device)  # the cache stays where it was filled
         else:
             self._sentence_cache.clear()

@@ -18,7 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from datasets.text_models import OFFLINE_MINILM, load_text_model, resolve_text_encoder
+from datasets.text_models import (
+    OFFLINE_MINILM,
+    TextFeatureCache,
+    load_text_model,
+    pad_token_rows,
+    resolve_text_encoder,
+)
 
 __all__ = [
     "OFFLINE_MINILM",
@@ -102,7 +108,7 @@ class TextEncoder(nn.Module):
         self.clean_text = clean_text
         self.frozen = False
         self.cache_features = False
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache = TextFeatureCache()
 
     def freeze(self, cache_features: bool = True) -> TextEncoder:
         """Stop training the encoder: no gradients, eval mode from now on (``train()`` keeps it in eval mode).
@@ -136,13 +142,12 @@ class TextEncoder(nn.Module):
         """
         if not self.cache_features:
             raise ValueError("encode_cached needs a frozen encoder with a cache: call freeze(cache_features=True)")
-        todo = list(dict.fromkeys(text for text in texts if text not in self._cache))
-        with torch.no_grad():
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start : start + batch_size]
-                sentence, tokens, mask = self._encode(chunk)
-                for row, text in enumerate(chunk):  # right-padded: the valid tokens are a prefix
-                    self._cache[text] = (sentence[row], tokens[row, : int(mask[row].sum())])
+
+        def encode(chunk: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            sentence, tokens, mask = self._encode(chunk)  # right-padded: the valid tokens are a prefix
+            return [(sentence[row], tokens[row, :length]) for row, length in enumerate(mask.sum(dim=1).tolist())]
+
+        self._cache.fill(texts, encode, batch_size)
 
     def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encode a batch of texts (from the cache where :meth:`freeze` enabled it).
@@ -161,10 +166,8 @@ class TextEncoder(nn.Module):
         if not self.cache_features:
             return self._encode(texts)
         self.encode_cached(texts)
-        sentences, tokens = zip(*(self._cache[text] for text in texts))
-        length = max(words.shape[0] for words in tokens)
-        padded = torch.stack([torch.nn.functional.pad(words, (0, 0, 0, length - words.shape[0])) for words in tokens])
-        mask = torch.stack([torch.arange(length, device=padded.device) < words.shape[0] for words in tokens])
+        sentences, tokens = zip(*self._cache.get(texts))
+        padded, mask = pad_token_rows(tokens)
         return torch.stack(sentences), padded, mask
 
     def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from datasets.text_models import OFFLINE_MINILM, load_text_model, resolve_text_encoder
+from datasets.text_models import (
+    OFFLINE_MINILM,
+    TextFeatureCache,
+    load_text_model,
+    pad_token_rows,
+    resolve_text_encoder,
+)
 
 __all__ = ["OFFLINE_MINILM", "TextEncoder", "TextFeatures", "resolve_text_encoder"]
 
@@ -52,7 +58,7 @@ class TextEncoder(nn.Module):
         max_length: maximum number of tokens, special tokens included; longer texts are truncated and counted in
             :attr:`num_truncated`. Defaults to 32.
         freeze: keep the encoder in eval mode without gradients. Defaults to True.
-        cache_features: when frozen, encode each distinct text once and reuse its features (kept on CPU, keyed by
+        cache_features: when frozen, encode each distinct text once and reuse its features (kept on its device, keyed by
             the text). Ignored (with a warning) when ``freeze`` is False. Defaults to True.
         trust_remote_code: allow the model repository's own Python code to run (needed by CXR-BERT). Only set it
             for repositories you trust. Defaults to False.
@@ -87,7 +93,7 @@ class TextEncoder(nn.Module):
             logger.warning("cache_features=True is ignored because the text encoder is trainable (freeze=False)")
         self.cache_features = cache_features and freeze
         self.num_truncated = 0
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache = TextFeatureCache()
         if freeze:
             self.model.requires_grad_(False)
             self.model.eval()
@@ -172,21 +178,14 @@ class TextEncoder(nn.Module):
         if not self.cache_features:
             return self._encode(texts)
         self._check_texts(texts)
-        missing = list(dict.fromkeys(text for text in texts if text not in self._cache))
-        if missing:
-            fresh = self._encode(missing)
-            for row, text in enumerate(missing):
-                length = int(fresh.word_mask[row].sum())
-                self._cache[text] = (fresh.word_feats[row, :length].detach().cpu(), fresh.sentence[row].detach().cpu())
-        device = next(self.model.parameters()).device
-        cached = [self._cache[text] for text in texts]
-        max_len = max(words.shape[0] for words, _ in cached)
-        word_feats = torch.zeros(len(texts), max_len, self.hidden_size, dtype=cached[0][0].dtype)  # (B, L, D)
-        word_mask = torch.zeros(len(texts), max_len, dtype=torch.bool)  # (B, L)
-        for row, (words, _) in enumerate(cached):
-            word_feats[row, : words.shape[0]] = words
-            word_mask[row, : words.shape[0]] = True
+
+        def encode(chunk: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            fresh = self._encode(chunk)  # right-padded: the real tokens are a prefix
+            lengths = fresh.word_mask.sum(dim=1).tolist()
+            return [(fresh.word_feats[row, :length], fresh.sentence[row]) for row, length in enumerate(lengths)]
+
+        self._cache.fill(texts, encode)
+        cached = self._cache.get(texts)
+        word_feats, word_mask = pad_token_rows([words for words, _ in cached])  # (B, L, D), (B, L)
         sentence = torch.stack([sentence for _, sentence in cached])  # (B, D)
-        return TextFeatures(
-            word_feats=word_feats.to(device), word_mask=word_mask.to(device), sentence=sentence.to(device)
-        )
+        return TextFeatures(word_feats=word_feats, word_mask=word_mask, sentence=sentence)
