@@ -34,6 +34,7 @@ __all__ = ["OFFLINE_MINILM", "TextEncoder", "TextFeatures", "resolve_text_encode
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class TextFeatures:
     """Encoded referring expressions.
