@@ -111,7 +111,7 @@ def _evaluate(args: list[str]) -> int:
     from datasets.errors import InputError
     from datasets.io import atomic_write_text
     from datasets.refseg import read_refseg_manifest
-    from lsms.evaluate import evaluate_with_controls
+    from lsms.evaluate import breakdowns, evaluate_with_controls
     from lsms.pretrained import from_pretrained
 
     rows = read_refseg_manifest(options.manifest).rows(options.split)
@@ -130,11 +130,8 @@ def _evaluate(args: list[str]) -> int:
         f"multi-lesion ({multi['expressions']}): Dice {multi['dice_true_prompts']['mean']:.3f}, shuffled prompts "
         f"{multi['dice_shuffled_prompts']['mean']:.3f}, grounding accuracy {multi['grounding_accuracy']['mean']:.3f}"
     )
-    breakdowns = [("Dice", results["dice_by"]), ("grounding accuracy", multi["grounding_accuracy_by"])]
-    for name, groups in breakdowns:
-        for group, values in groups.items():
-            print(f"{name} by {group}: " + ", ".join(
-                f"{key} {value['mean']:.3f} (n={value['n']})" for key, value in values.items()))
+    for metric, group, text in breakdowns(results):
+        print(f"{metric} by {group}: {text}")
     return 0
 
 

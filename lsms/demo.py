@@ -27,6 +27,7 @@ import torch
 from datasets.cli_utils import max_time_override
 from datasets.errors import InputError
 from datasets.io import atomic_write_text, sha256_file
+from lsms.evaluate import breakdowns
 
 __all__ = ["run", "DEFAULT_CONFIG", "results_markdown", "ablation_markdown"]
 
@@ -142,11 +143,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         ("Dice, untrained model (true prompts, all)", results["untrained"]["true_prompts"]["dice"]),
     ]
     lines += [f"| {name} | {value:.3f} |" for name, value in rows]
-    breakdowns = [("Dice", test["dice_by"]), ("Grounding accuracy", multi["grounding_accuracy_by"])]
-    for name, groups in breakdowns:
-        for group, values in groups.items():
-            lines.append(f"| {name} by {group} | " + ", ".join(
-                f"{key}: {value['mean']:.2f} (n={value['n']})" for key, value in values.items()) + " |")
+    lines += [f"| {metric} by {group} | {text} |" for metric, group, text in breakdowns(test)]
     return "\n".join(lines) + "\n"
 
 

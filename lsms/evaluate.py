@@ -32,7 +32,14 @@ from datasets.refseg_datamodule import RefSegDataset, collate_refseg
 from datasets.slices import SlicePreprocessing
 from lsms.metrics import ReferringSegmentationMetrics
 
-__all__ = ["dice_per_expression", "grounded", "shuffled_prompts", "evaluate_with_controls", "SIZE_BINS_PIXELS"]
+__all__ = [
+    "SIZE_BINS_PIXELS",
+    "breakdowns",
+    "dice_per_expression",
+    "evaluate_with_controls",
+    "grounded",
+    "shuffled_prompts",
+]
 
 SIZE_BINS_PIXELS = (20, 60, 150)
 """Upper edges of the referred-lesion size bins on the model grid, in pixels (the last bin is open)."""
@@ -75,6 +82,20 @@ def _grouped(values: np.ndarray, keys: Sequence[str]) -> dict[str, dict[str, flo
     for key, value in zip(keys, values):
         groups[key].append(float(value))
     return {key: _summary(np.asarray(groups[key])) for key in sorted(groups)}
+
+
+def breakdowns(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The breakdowns of an :func:`evaluate_with_controls` result as text, for tables and logs.
+
+    Returns:
+        ``(metric, group, "value: mean (n=N), ...")`` per breakdown: Dice first, then grounding accuracy.
+    """
+    sources = [("Dice", result["dice_by"]), ("Grounding accuracy", result["multi_lesion"]["grounding_accuracy_by"])]
+    return [
+        (metric, group, ", ".join(f"{key}: {value['mean']:.2f} (n={value['n']})" for key, value in values.items()))
+        for metric, groups in sources
+        for group, values in groups.items()
+    ]
 
 
 def _slice_key(row: RefSegRow) -> tuple[str, int | None]:
