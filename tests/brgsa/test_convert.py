@@ -22,12 +22,6 @@ RELEASED_NAMES = {
 }
 
 
-def tiny_net(tiny_bert_dir: Path) -> BrgSA:
-    torch.manual_seed(0)
-    return BrgSA(text_encoder=str(tiny_bert_dir), image_size=[32, 32, 16], vision_width=24, vision_depth=2,
-                 vision_heads=2, embed_dim=16, knowledge_bank_size=8, text_last_n_layers=2)
-
-
 def released_state_dict(net: BrgSA) -> dict[str, torch.Tensor]:
     """``net``'s weights under the released names, with the released extras (local projections, position ids)."""
     released = {}
@@ -43,8 +37,8 @@ def released_state_dict(net: BrgSA) -> dict[str, torch.Tensor]:
     return released
 
 
-def test_released_names_convert_to_a_folder_that_scores_identically(tmp_path, tiny_bert_dir):
-    net = tiny_net(tiny_bert_dir).eval()
+def test_released_names_convert_to_a_folder_that_scores_identically(tmp_path, tiny_bert_dir, tiny_brgsa):
+    net = tiny_brgsa(vision_depth=2).eval()
     checkpoint = tmp_path / "BrgSA_best_model.ckpt"
     torch.save({"epoch": 38, "global_step": 1000, "state_dict": released_state_dict(net)}, checkpoint)
     status = main(["convert-official", str(checkpoint), str(tmp_path / "model"), "--text-encoder", str(tiny_bert_dir),

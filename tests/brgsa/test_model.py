@@ -18,24 +18,9 @@ from brgsa.vision import VisionTransformer3D, sincos_position_embedding_3d
 TEXTS = ["There is emphysema in both upper lobes", "There is a small left pleural effusion"]
 
 
-def tiny_config(tiny_bert_dir, **overrides):
-    config = {
-        "text_encoder": str(tiny_bert_dir),
-        "image_size": [32, 32, 16],
-        "vision_width": 24,
-        "vision_depth": 1,
-        "vision_heads": 2,
-        "embed_dim": 16,
-        "knowledge_bank_size": 8,
-        "text_last_n_layers": 2,
-    }
-    return {**config, **overrides}
-
-
 @pytest.fixture(scope="module")
-def tiny_model(tiny_bert_dir):
-    torch.manual_seed(0)
-    return BrgSA(**tiny_config(tiny_bert_dir))
+def tiny_model(tiny_brgsa):
+    return tiny_brgsa()
 
 
 # ------------------------------------------------------------------------------------------------ vision encoder
@@ -217,9 +202,8 @@ def test_config_is_json_and_rebuilds_the_model(tiny_model):
     torch.testing.assert_close(rebuilt.encode_volumes(volumes)[0], tiny_model.encode_volumes(volumes)[0])
 
 
-def test_ablation_without_bank(tiny_bert_dir):
-    torch.manual_seed(0)
-    model = BrgSA(**tiny_config(tiny_bert_dir, use_knowledge_bank=False))
+def test_ablation_without_bank(tiny_brgsa):
+    model = tiny_brgsa(use_knowledge_bank=False)
     assert model.knowledge_bank is None
     assert not any("knowledge_bank" in name for name, _ in model.named_parameters())
     out = model(torch.randn(2, 1, 32, 32, 16), TEXTS)
@@ -298,6 +282,6 @@ def test_released_checkpoint_names_load(tiny_model):
         convert_released_state_dict({"head.weight": torch.zeros(1)})
 
 
-def test_model_ill_arg(tiny_bert_dir):
+def test_model_ill_arg(tiny_brgsa):
     with pytest.raises(ValueError, match="text_pooling must be one of"):
-        BrgSA(**tiny_config(tiny_bert_dir, text_pooling="max"))
+        tiny_brgsa(text_pooling="max")

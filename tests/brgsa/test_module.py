@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from brgsa.losses import BrgSALoss, contrastive_loss
-from brgsa.model import BrgSA
 from brgsa.module import BrgSAModule
 from datasets.metrics import evaluate_multilabel
 
@@ -24,21 +23,6 @@ REPORTS = [
     "There is a calcified nodule in the right lung",
     "There is cardiomegaly with pericardial effusion",
 ]
-
-
-def tiny_net(tiny_bert_dir, **overrides) -> BrgSA:
-    torch.manual_seed(0)
-    config = {
-        "text_encoder": str(tiny_bert_dir),
-        "image_size": [32, 32, 16],
-        "vision_width": 24,
-        "vision_depth": 1,
-        "vision_heads": 2,
-        "embed_dim": 16,
-        "knowledge_bank_size": 8,
-        "text_last_n_layers": 2,
-    }
-    return BrgSA(**{**config, **overrides})
 
 
 class VolumeTextDataset(Dataset):
@@ -138,8 +122,8 @@ class LossRecorder(pl.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-def test_training_reduces_the_loss_on_fixed_samples(tiny_bert_dir):
-    module = BrgSAModule(tiny_net(tiny_bert_dir), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
+def test_training_reduces_the_loss_on_fixed_samples(tiny_brgsa):
+    module = BrgSAModule(tiny_brgsa(), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
     loader = DataLoader(VolumeTextDataset(REPORTS, LABELS), batch_size=4, collate_fn=collate)
     recorder = LossRecorder()
     trainer(max_steps=20, limit_val_batches=0, callbacks=[recorder]).fit(module, loader)
@@ -148,8 +132,8 @@ def test_training_reduces_the_loss_on_fixed_samples(tiny_bert_dir):
     assert np.mean(recorder.losses[-3:]) < 0.7 * recorder.losses[0]
 
 
-def test_zero_shot_validation_auroc_matches_the_shared_metric(tiny_bert_dir):
-    net = tiny_net(tiny_bert_dir)
+def test_zero_shot_validation_auroc_matches_the_shared_metric(tiny_brgsa):
+    net = tiny_brgsa()
     module = BrgSAModule(net, val_prompts=PROMPTS)
     dataset = VolumeTextDataset(REPORTS, LABELS)
     metrics = trainer().validate(module, DataLoader(dataset, batch_size=2, collate_fn=collate), verbose=False)[0]
@@ -162,9 +146,9 @@ def test_zero_shot_validation_auroc_matches_the_shared_metric(tiny_bert_dir):
     assert math.isfinite(metrics["val/loss"]) and "val/bridged_contrastive_loss" in metrics
 
 
-def test_sentence_lists_and_ablation_run_through_fit(tiny_bert_dir):
+def test_sentence_lists_and_ablation_run_through_fit(tiny_brgsa):
     sentences = [report.split(" in ") + ["No other finding."] for report in REPORTS]
-    net = tiny_net(tiny_bert_dir, use_knowledge_bank=False)
+    net = tiny_brgsa(use_knowledge_bank=False)
     module = BrgSAModule(net, val_prompts=PROMPTS, sentences_per_sample=2)
     loader = DataLoader(VolumeTextDataset(sentences, LABELS), batch_size=4, collate_fn=collate)
     fit = trainer(fast_dev_run=1)
@@ -175,8 +159,8 @@ def test_sentence_lists_and_ablation_run_through_fit(tiny_bert_dir):
     torch.testing.assert_close(metrics["train/loss"], metrics["train/contrastive_loss"])
 
 
-def test_sentence_sampling_is_seeded(tiny_bert_dir):
-    net = tiny_net(tiny_bert_dir)
+def test_sentence_sampling_is_seeded(tiny_brgsa):
+    net = tiny_brgsa()
     sentences = [f"Sentence {i}." for i in range(6)]
     texts = [sentences, ["Only one."], "A plain report."]
     first = BrgSAModule(net, sentences_per_sample=3, sampling_seed=7).select_texts(texts, sample=True)
@@ -193,8 +177,8 @@ def test_sentence_sampling_is_seeded(tiny_bert_dir):
     assert kept == [sentences[:3], ["Only one."], ["A plain report."]]
 
 
-def test_mean_combination_averages_cached_sentence_vectors(tiny_bert_dir):
-    net = tiny_net(tiny_bert_dir).eval()
+def test_mean_combination_averages_cached_sentence_vectors(tiny_brgsa):
+    net = tiny_brgsa().eval()
     net.text_encoder.requires_grad_(False)
     sets = [["There is Emphysema.", "No pleural effusion."], ["There is Emphysema."]]
     embeds, embeds_hat = net.encode_sentence_sets(sets)
@@ -213,8 +197,8 @@ def test_mean_combination_averages_cached_sentence_vectors(tiny_bert_dir):
         net.encode_sentence_sets([["a"], []])
 
 
-def test_default_optimizer_and_scheduler(tiny_bert_dir):
-    config = BrgSAModule(tiny_net(tiny_bert_dir)).configure_optimizers()
+def test_default_optimizer_and_scheduler(tiny_brgsa):
+    config = BrgSAModule(tiny_brgsa()).configure_optimizers()
     optimizer = config["optimizer"]
     assert isinstance(optimizer, torch.optim.AdamW)
     group = optimizer.param_groups[0]
@@ -224,8 +208,8 @@ def test_default_optimizer_and_scheduler(tiny_bert_dir):
     assert scheduler["monitor"] == "val/macro_auroc" and scheduler["scheduler"].mode == "max"
 
 
-def test_module_ill_arg(tiny_bert_dir):
-    net = tiny_net(tiny_bert_dir)
+def test_module_ill_arg(tiny_brgsa):
+    net = tiny_brgsa()
     with pytest.raises(ValueError, match="val_prompts must be a non-empty list"):
         BrgSAModule(net, val_prompts=[])
     with pytest.raises(ValueError, match="sentences_per_sample must be at least 1"):

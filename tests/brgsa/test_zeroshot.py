@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from brgsa.cli import main
-from brgsa.model import BrgSA, zero_shot_scores
+from brgsa.model import zero_shot_scores
 from brgsa.pretrained import from_pretrained, save_pretrained
 from datasets.ct_pipeline import CTVolumePreprocessing, load_preprocessed, to_model_input
 from datasets.labels.ctrate import CLASSES, read_ctrate_metadata
@@ -35,10 +35,8 @@ def bench(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_bert_dir) -> Path:
-    torch.manual_seed(0)
-    net = BrgSA(text_encoder=str(tiny_bert_dir), image_size=[32, 32, 16], vision_width=24, vision_depth=1,
-                vision_heads=2, embed_dim=16, knowledge_bank_size=8, text_last_n_layers=2)
+def model_dir(tmp_path_factory, tiny_brgsa) -> Path:
+    net = tiny_brgsa()
     return save_pretrained(net, tmp_path_factory.mktemp("models") / "brgsa", TINY_PREPROCESSING)
 
 

@@ -11,34 +11,14 @@ from carzero.losses import CARZeroLoss
 from carzero.model import CARZERO_SMALL_CONFIG, CARZero, ImageTokens, TextTokens
 from carzero.text_encoder import clean_report_text
 
-TINY = {
-    "image_size": 32,
-    "patch_size": 16,
-    "vision_width": 32,
-    "vision_layers": 1,
-    "vision_heads": 2,
-    "embed_dim": 16,
-    "fusion_layers": 2,
-    "fusion_heads": 2,
-    "fusion_ffn_dim": 32,
-    "head_hidden_dims": [8],
-    "text_last_n_layers": 2,
-}
 PROMPTS = ["There is Pleural Effusion.", "there is cardiomegaly", "there is pneumothorax on the left side"]
-
-
-def tiny_model(text_encoder, **overrides) -> CARZero:
-    torch.manual_seed(0)
-    return CARZero(text_encoder=str(text_encoder), **{**TINY, **overrides}).eval()
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("head_hidden_dims", [[], [8]])
 @pytest.mark.parametrize("patch_embedding", ["linear", "conv"])
-def test_shapes(tiny_bert_dir, in_channels, head_hidden_dims, patch_embedding):
-    model = tiny_model(
-        tiny_bert_dir, in_channels=in_channels, head_hidden_dims=head_hidden_dims, patch_embedding=patch_embedding
-    )
+def test_shapes(tiny_carzero, in_channels, head_hidden_dims, patch_embedding):
+    model = tiny_carzero(in_channels=in_channels, head_hidden_dims=head_hidden_dims, patch_embedding=patch_embedding)
     image_tokens = model.encode_images(torch.randn(3, in_channels, 32, 32))
     text_tokens = model.encode_texts(PROMPTS)
     assert image_tokens.global_token.shape == (3, 16)
@@ -60,10 +40,11 @@ def test_small_config_runs(tiny_bert_dir):
     assert model.pair_scores(image_tokens, model.encode_texts(["there is edema"])).shape == (1,)
 
 
-def test_default_fusion_matches_released_sizes(tiny_bert_dir):
+def test_default_fusion_matches_released_sizes(tiny_carzero):
     """Paper sizes: 4 layers, 4 heads, FFN 1024, MLP head 768->1024->512->256->1 (vision kept tiny here)."""
-    model = tiny_model(tiny_bert_dir, embed_dim=768, fusion_layers=4, fusion_heads=4, fusion_ffn_dim=1024,
-                       head_hidden_dims=(1024, 512, 256))
+    model = tiny_carzero(
+        embed_dim=768, fusion_layers=4, fusion_heads=4, fusion_ffn_dim=1024, head_hidden_dims=(1024, 512, 256)
+    )
     layer = model.fusion.layers[0]
     assert len(model.fusion.layers) == 4 and layer.cross_attn.num_heads == 4
     assert layer.cross_attn.in_proj_weight.shape == (3 * 768, 768)
@@ -73,8 +54,8 @@ def test_default_fusion_matches_released_sizes(tiny_bert_dir):
     assert isinstance(model.text_projection, torch.nn.Linear)  # 32-d tiny BERT -> 768
 
 
-def test_config_round_trip(tiny_bert_dir):
-    model = tiny_model(tiny_bert_dir)
+def test_config_round_trip(tiny_carzero):
+    model = tiny_carzero()
     rebuilt = CARZero.from_config(json.loads(json.dumps(model.config))).eval()
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     images = torch.randn(2, 3, 32, 32)
@@ -83,8 +64,8 @@ def test_config_round_trip(tiny_bert_dir):
     torch.testing.assert_close(actual, expected)
 
 
-def test_padding_does_not_change_pair_scores(tiny_bert_dir):
-    model = tiny_model(tiny_bert_dir).double()
+def test_padding_does_not_change_pair_scores(tiny_carzero):
+    model = tiny_carzero().double()
     images = model.encode_images(torch.randn(1, 3, 32, 32, dtype=torch.float64))
     alone = model.encode_texts(["there is edema"])
     batched = model.encode_texts(["there is edema", "a much longer report sentence with many more words in it"])
@@ -97,9 +78,9 @@ def test_padding_does_not_change_pair_scores(tiny_bert_dir):
     torch.testing.assert_close(by_direction_batched.image_to_text, by_direction_alone.image_to_text, rtol=0, atol=1e-9)
 
 
-def test_merge_word_pieces_sums_pieces(tiny_bert_dir):
-    plain = tiny_model(tiny_bert_dir, embed_dim=32)  # 32-d text: no projection, so features are the raw sums
-    merged = tiny_model(tiny_bert_dir, embed_dim=32, merge_word_pieces=True)
+def test_merge_word_pieces_sums_pieces(tiny_carzero):
+    plain = tiny_carzero(embed_dim=32)  # 32-d text: no projection, so features are the raw sums
+    merged = tiny_carzero(embed_dim=32, merge_word_pieces=True)
     merged.load_state_dict(plain.state_dict())
     text = ["there is pneumomediastinum"]
     pieces = plain.text.tokenizer.tokenize(clean_report_text(text[0]))
@@ -111,8 +92,8 @@ def test_merge_word_pieces_sums_pieces(tiny_bert_dir):
 
 
 @pytest.mark.parametrize("patch_embedding, fusion_init", [("linear", "released"), ("conv", "xavier")])
-def test_gradients_reach_every_trainable_parameter(tiny_bert_dir, patch_embedding, fusion_init):
-    model = tiny_model(tiny_bert_dir, patch_embedding=patch_embedding, fusion_init=fusion_init).train()
+def test_gradients_reach_every_trainable_parameter(tiny_carzero, patch_embedding, fusion_init):
+    model = tiny_carzero(patch_embedding=patch_embedding, fusion_init=fusion_init).train()
     scores = model.all_pair_scores(model.encode_images(torch.randn(3, 3, 32, 32)), model.encode_texts(PROMPTS))
     loss = CARZeroLoss()(scores.image_to_text, scores.image_to_text.T, scores.text_to_image, scores.text_to_image.T)
     loss["loss"].backward()
@@ -152,13 +133,13 @@ def test_token_containers_select():
         ({"text_max_length": 2}, "max_length"),
     ],
 )
-def test_ill_arg(tiny_bert_dir, overrides, message):
+def test_ill_arg(tiny_carzero, overrides, message):
     with pytest.raises(ValueError, match=message):
-        tiny_model(tiny_bert_dir, **overrides)
+        tiny_carzero(**overrides)
 
 
-def test_ill_input(tiny_bert_dir):
-    model = tiny_model(tiny_bert_dir)
+def test_ill_input(tiny_carzero):
+    model = tiny_carzero()
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
         model.encode_images(torch.randn(2, 1, 32, 32))
     with pytest.raises(ValueError, match="list of strings"):

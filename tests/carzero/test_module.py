@@ -13,32 +13,12 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset
 
 from carzero.losses import CARZeroLoss, symmetric_cross_entropy
-from carzero.model import CARZero
 from carzero.module import CARZeroModule, read_prompt_file
 from carzero.scoring import score_all_pairs
 from datasets.errors import InputError
 
-TINY = {
-    "image_size": 32,
-    "patch_size": 16,
-    "vision_width": 32,
-    "vision_layers": 1,
-    "vision_heads": 2,
-    "embed_dim": 16,
-    "fusion_layers": 2,
-    "fusion_heads": 2,
-    "fusion_ffn_dim": 32,
-    "head_hidden_dims": [8],
-    "text_last_n_layers": 2,
-    "fusion_dropout": 0.0,
-}
 REPORTS = ["there is cardiomegaly", "there is pleural effusion", "there is pneumothorax", "no acute findings"]
 VAL_PROMPTS = ["there is cardiomegaly", "there is pleural effusion", "there is hernia"]
-
-
-def tiny_net(tiny_bert_dir) -> CARZero:
-    torch.manual_seed(0)
-    return CARZero(text_encoder=str(tiny_bert_dir), **TINY)
 
 
 class _Samples(Dataset):
@@ -131,10 +111,10 @@ def test_loss_ill_arg(kwargs):
 
 
 # ------------------------------------------------------------------------------------------------------ training
-def test_training_reduces_loss(tiny_bert_dir):
+def test_training_reduces_loss(tiny_carzero):
     torch.manual_seed(0)
     items = [{"image": torch.randn(3, 32, 32), "text": text} for text in REPORTS]
-    module = CARZeroModule(tiny_net(tiny_bert_dir), optimizer=lambda params: torch.optim.Adam(params, lr=1e-2))
+    module = CARZeroModule(tiny_carzero(fusion_dropout=0.0), optimizer=lambda params: torch.optim.Adam(params, lr=1e-2))
 
     losses: list[float] = []
 
@@ -150,14 +130,14 @@ def test_training_reduces_loss(tiny_bert_dir):
     assert {"train/loss", "train/image_to_text_loss", "train/text_to_image_loss"} <= set(trainer.callback_metrics)
 
 
-def test_training_batch_needs_one_text_per_image(tiny_bert_dir):
-    module = CARZeroModule(tiny_net(tiny_bert_dir))
+def test_training_batch_needs_one_text_per_image(tiny_carzero):
+    module = CARZeroModule(tiny_carzero())
     with pytest.raises(ValueError, match="one text per image"):
         module.training_step({"image": torch.randn(2, 3, 32, 32), "text": ["only one"]}, 0)
 
 
-def test_default_optimizer_and_schedule_follow_the_paper(tiny_bert_dir):
-    config = CARZeroModule(tiny_net(tiny_bert_dir)).configure_optimizers()
+def test_default_optimizer_and_schedule_follow_the_paper(tiny_carzero):
+    config = CARZeroModule(tiny_carzero()).configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert isinstance(optimizer, torch.optim.Adam)
     group = optimizer.param_groups[0]
@@ -177,8 +157,8 @@ def _val_items() -> list[dict]:
     return [{"image": torch.randn(3, 32, 32), "label": torch.tensor(row, dtype=torch.float32)} for row in labels]
 
 
-def test_validation_auroc_excludes_classes_without_positives(tiny_bert_dir):
-    net = tiny_net(tiny_bert_dir)
+def test_validation_auroc_excludes_classes_without_positives(tiny_carzero):
+    net = tiny_carzero()
     module = CARZeroModule(net, val_prompts=VAL_PROMPTS, val_image_chunk_size=2, val_text_chunk_size=2)
     items = _val_items()
     metrics = _trainer().validate(module, dataloaders=DataLoader(_Samples(items), batch_size=4), verbose=False)[0]
@@ -197,16 +177,16 @@ def test_validation_auroc_excludes_classes_without_positives(tiny_bert_dir):
     assert metrics["val/macro_auroc"] == pytest.approx(np.mean(expected), abs=1e-6)
 
 
-def test_validation_needs_prompts_and_matching_labels(tiny_bert_dir):
+def test_validation_needs_prompts_and_matching_labels(tiny_carzero):
     loader = DataLoader(_Samples(_val_items()), batch_size=3)
     with pytest.raises(ValueError, match="val_prompts"):
-        _trainer().validate(CARZeroModule(tiny_net(tiny_bert_dir)), dataloaders=loader, verbose=False)
-    module = CARZeroModule(tiny_net(tiny_bert_dir), val_prompts=VAL_PROMPTS[:2])
+        _trainer().validate(CARZeroModule(tiny_carzero()), dataloaders=loader, verbose=False)
+    module = CARZeroModule(tiny_carzero(), val_prompts=VAL_PROMPTS[:2])
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         _trainer().validate(module, dataloaders=loader, verbose=False)
 
 
-def test_prompt_files(tmp_path, tiny_bert_dir):
+def test_prompt_files(tmp_path, tiny_carzero):
     released = tmp_path / "chestxray14_test_text.json"
     released.write_text(json.dumps({"1": ["There is Cardiomegaly"], "0": ["There is Atelectasis"]}))
     assert read_prompt_file(released) == ["There is Atelectasis", "There is Cardiomegaly"]
@@ -215,7 +195,7 @@ def test_prompt_files(tmp_path, tiny_bert_dir):
     assert read_prompt_file(listed) == ["There is Edema"]
     lines = tmp_path / "prompts.txt"
     lines.write_text("There is Edema\n\nThere is Mass\n")
-    module = CARZeroModule(tiny_net(tiny_bert_dir), val_prompt_file=str(lines))
+    module = CARZeroModule(tiny_carzero(), val_prompt_file=str(lines))
     assert module.val_prompts == ["There is Edema", "There is Mass"]
 
     for name, content in [("empty.txt", "\n"), ("bad.json", "{"), ("keys.json", '{"a": "x"}'), ("num.json", "[1]")]:
@@ -225,6 +205,6 @@ def test_prompt_files(tmp_path, tiny_bert_dir):
     with pytest.raises(FileNotFoundError):
         read_prompt_file(tmp_path / "missing.txt")
     with pytest.raises(ValueError, match="not both"):
-        CARZeroModule(tiny_net(tiny_bert_dir), val_prompts=["x"], val_prompt_file=str(lines))
+        CARZeroModule(tiny_carzero(), val_prompts=["x"], val_prompt_file=str(lines))
     with pytest.raises(ValueError, match="non-empty"):
-        CARZeroModule(tiny_net(tiny_bert_dir), val_prompts=[])
+        CARZeroModule(tiny_carzero(), val_prompts=[])

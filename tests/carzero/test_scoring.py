@@ -8,27 +8,13 @@ import torch
 from carzero.model import CARZero, ImageTokens, TextTokens
 from carzero.scoring import CARZeroScorer, score_all_pairs
 
-TINY = {
-    "image_size": 32,
-    "patch_size": 16,
-    "vision_width": 32,
-    "vision_layers": 1,
-    "vision_heads": 2,
-    "embed_dim": 16,
-    "fusion_layers": 2,
-    "fusion_heads": 2,
-    "fusion_ffn_dim": 32,
-    "head_hidden_dims": [8],
-    "text_last_n_layers": 2,
-}
 PROMPTS = ["there is atelectasis", "there is cardiomegaly", "there is a small left pleural effusion", "edema", "mass"]
 
 
 @pytest.fixture(scope="module")
-def model64(tiny_bert_dir) -> CARZero:
+def model64(tiny_carzero) -> CARZero:
     """A tiny model in float64 whose fusion weights are large enough to give widely spread scores."""
-    torch.manual_seed(0)
-    model = CARZero(text_encoder=str(tiny_bert_dir), **TINY).eval().double()
+    model = tiny_carzero().double()
     with torch.no_grad():
         for name, parameter in model.fusion.named_parameters():
             if "norm" not in name:
@@ -131,9 +117,8 @@ def test_scorer_streams_batches_and_matches(model64):
     torch.testing.assert_close(streamed.mean, direct.mean, rtol=0, atol=1e-9)
 
 
-def test_bfloat16_close_to_float32(tiny_bert_dir):
-    torch.manual_seed(0)
-    model = CARZero(text_encoder=str(tiny_bert_dir), **TINY).eval()
+def test_bfloat16_close_to_float32(tiny_carzero):
+    model = tiny_carzero()
     images = torch.randn(3, 3, 32, 32)
     full = CARZeroScorer(model, PROMPTS).score_images(images)
     reduced = CARZeroScorer(model, PROMPTS, dtype=torch.bfloat16).score_images(images)
