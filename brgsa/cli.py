@@ -3,7 +3,7 @@
 - ``brgsa fit|validate|test --config configs/brgsa/<name>.yaml``: LightningCLI over
   :class:`brgsa.module.BrgSAModule` and :class:`brgsa.datamodule.BrgSADataModule`; the validation prompts come from
   the data (``data.val_prompts`` is linked to ``model.val_prompts``) and every checkpoint records the network config
-  and preprocessing (the module stores the config, :class:`brgsa.pretrained.StorePreprocessing` the preprocessing).
+  and preprocessing (the module stores the config, :func:`brgsa.pretrained.store_preprocessing` the preprocessing).
 - ``brgsa export CKPT OUT``: a Lightning checkpoint to a portable model folder.
 - ``brgsa zeroshot MODEL --benchmark NAME --data-root DIR | --labels CSV --volumes DIR --prompts FILE``.
 - ``brgsa convert-official CKPT OUT``: the released BrgSA checkpoint to a model folder (no pickled code runs).
@@ -53,16 +53,16 @@ def _lightning_cli_class() -> type:
 def build_lightning_cli(args: Sequence[str] | None = None, run: bool = True):
     """Build the LightningCLI of BrgSA (``run=False`` returns it with model, data and trainer instantiated).
 
-    Every checkpoint gets the preprocessing (:class:`brgsa.pretrained.StorePreprocessing`), so
+    Every checkpoint gets the preprocessing (:func:`brgsa.pretrained.store_preprocessing`), so
     ``brgsa export`` can rebuild the model.
     """
     from brgsa.datamodule import BrgSADataModule
     from brgsa.module import BrgSAModule
-    from brgsa.pretrained import StorePreprocessing
+    from brgsa.pretrained import store_preprocessing
 
     return _lightning_cli_class()(
         BrgSAModule, BrgSADataModule, args=list(args) if args is not None else None, run=run,
-        save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [StorePreprocessing()]},
+        save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [store_preprocessing()]},
     )
 
 

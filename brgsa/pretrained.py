@@ -5,7 +5,7 @@ preprocessing it was trained with (:class:`datasets.ct_pipeline.CTVolumePreproce
 its tokenizer, so ``brgsa zeroshot`` preprocesses exactly as training did, offline.
 
 :class:`brgsa.module.BrgSAModule` stores the network's config (``brgsa_config``) in every checkpoint; the ``brgsa``
-LightningCLI adds :class:`StorePreprocessing`, which also writes ``brgsa_preprocessing``; :func:`export_checkpoint`
+LightningCLI adds :func:`store_preprocessing`, which also writes ``brgsa_preprocessing``; :func:`export_checkpoint`
 reads both.
 """
 
@@ -16,12 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
-
 from brgsa.model import BrgSA
 from datasets.ct_pipeline import CTVolumePreprocessing
 from datasets.errors import InputError
 from datasets.pretrained import (
+    StorePreprocessing,
     checkpoint_provenance,
     load_model_weights,
     load_module_weights,
@@ -30,25 +29,15 @@ from datasets.pretrained import (
     save_model_folder,
 )
 
-__all__ = ["MODEL_TYPE", "StorePreprocessing", "export_checkpoint", "from_pretrained", "save_pretrained"]
+__all__ = [
+    "MODEL_TYPE", "PREPROCESSING_KEY", "export_checkpoint", "from_pretrained", "save_pretrained", "store_preprocessing"
+]
 
 
 MODEL_TYPE = "brgsa"
+PREPROCESSING_KEY = "brgsa_preprocessing"
 _TEXT_PREFIX = "text_encoder.model."
 _NORMALISATION = "HU clipped to hu_range, scaled to [-1, 1], then (x - mean) / std when mean_std is set"
-
-
-class StorePreprocessing(Callback):
-    """Write the preprocessing into every checkpoint (the module itself stores the network's config).
-
-    Key: ``brgsa_preprocessing`` (``datamodule.preprocessing.to_dict()`` when the DataModule has a
-    :class:`CTVolumePreprocessing`).
-    """
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        preprocessing = getattr(trainer.datamodule, "preprocessing", None)
-        if isinstance(preprocessing, CTVolumePreprocessing):
-            checkpoint["brgsa_preprocessing"] = preprocessing.to_dict()
 
 
 def _check_sizes(config: Mapping[str, Any], preprocessing: CTVolumePreprocessing) -> None:
@@ -60,6 +49,11 @@ def _check_sizes(config: Mapping[str, Any], preprocessing: CTVolumePreprocessing
                 f"the preprocessing's {name} {list(shape)} is not a multiple of the network's patch size {patch} "
                 "along every axis"
             )
+
+
+def store_preprocessing() -> StorePreprocessing:
+    """The callback the ``brgsa`` LightningCLI adds: every checkpoint gets ``brgsa_preprocessing``."""
+    return StorePreprocessing(PREPROCESSING_KEY, CTVolumePreprocessing)
 
 
 def save_pretrained(
@@ -135,11 +129,11 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
         InputError: not a BrgSAModule checkpoint written through the ``brgsa`` CLI, or mismatching weights.
     """
     state = read_module_checkpoint(
-        checkpoint, ("brgsa_config", "brgsa_preprocessing"),
+        checkpoint, ("brgsa_config", PREPROCESSING_KEY),
         "it was not written by a BrgSAModule trained through the `brgsa` CLI (which adds "
-        "brgsa.pretrained.StorePreprocessing); save the network with brgsa.pretrained.save_pretrained instead",
+        "brgsa.pretrained.store_preprocessing); save the network with brgsa.pretrained.save_pretrained instead",
     )
-    preprocessing = CTVolumePreprocessing.from_dict(state["brgsa_preprocessing"])
+    preprocessing = CTVolumePreprocessing.from_dict(state[PREPROCESSING_KEY])
     net = BrgSA.from_config(state["brgsa_config"])
     load_module_weights(checkpoint, state, net)
     return save_pretrained(

@@ -37,16 +37,16 @@ def _lightning_cli_class() -> type:
 def build_lightning_cli(args: Sequence[str] | None = None, run: bool = True):
     """Build the LightningCLI of CARZero (``run=False`` returns it with model, data and trainer instantiated).
 
-    Every checkpoint gets the preprocessing (:class:`carzero.pretrained.StorePreprocessing`), so
+    Every checkpoint gets the preprocessing (:func:`carzero.pretrained.store_preprocessing`), so
     ``carzero export`` can rebuild the model.
     """
     from carzero.datamodule import CARZeroDataModule
     from carzero.module import CARZeroModule
-    from carzero.pretrained import StorePreprocessing
+    from carzero.pretrained import store_preprocessing
 
     return _lightning_cli_class()(
         CARZeroModule, CARZeroDataModule, args=list(args) if args is not None else None, run=run,
-        save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [StorePreprocessing()]},
+        save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [store_preprocessing()]},
     )
 
 

@@ -5,7 +5,7 @@ preprocessing it was trained with (:class:`datasets.cxr_transforms.CXRPreprocess
 tokenizer, so ``carzero zeroshot`` preprocesses exactly as training did, offline.
 
 :class:`CARZeroModule` stores the network's config (``carzero_config``) in every checkpoint; the ``carzero``
-LightningCLI adds :class:`StorePreprocessing`, which also writes ``carzero_preprocessing``; :func:`export_checkpoint`
+LightningCLI adds :func:`store_preprocessing`, which also writes ``carzero_preprocessing``; :func:`export_checkpoint`
 reads both.
 """
 
@@ -16,12 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
-
 from carzero.model import CARZero
 from datasets.cxr_transforms import CXRPreprocessing
 from datasets.errors import InputError
 from datasets.pretrained import (
+    StorePreprocessing,
     checkpoint_provenance,
     load_model_weights,
     load_module_weights,
@@ -30,25 +29,20 @@ from datasets.pretrained import (
     save_model_folder,
 )
 
-__all__ = ["MODEL_TYPE", "StorePreprocessing", "export_checkpoint", "from_pretrained", "save_pretrained"]
+__all__ = [
+    "MODEL_TYPE", "PREPROCESSING_KEY", "export_checkpoint", "from_pretrained", "save_pretrained", "store_preprocessing"
+]
 
 
 MODEL_TYPE = "carzero"
+PREPROCESSING_KEY = "carzero_preprocessing"
 _TEXT_PREFIX = "text.model."
 _NORMALISATION = "per-image min-max to [0, 1], then (x - mean) / std"
 
 
-class StorePreprocessing(Callback):
-    """Write the evaluation preprocessing into every checkpoint (the module itself stores the network's config).
-
-    Key: ``carzero_preprocessing`` (``datamodule.preprocessing.to_dict()``
-    when the DataModule has one).
-    """
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        preprocessing = getattr(trainer.datamodule, "preprocessing", None)
-        if isinstance(preprocessing, CXRPreprocessing):
-            checkpoint["carzero_preprocessing"] = preprocessing.to_dict()
+def store_preprocessing() -> StorePreprocessing:
+    """The callback the ``carzero`` LightningCLI adds: every checkpoint gets ``carzero_preprocessing``."""
+    return StorePreprocessing(PREPROCESSING_KEY, CXRPreprocessing)
 
 
 def save_pretrained(
@@ -129,10 +123,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
     state = read_module_checkpoint(
         checkpoint, ("carzero_config",),
         "it was not written by a CARZeroModule trained through the `carzero` CLI (which adds "
-        "carzero.pretrained.StorePreprocessing); save the network with carzero.pretrained.save_pretrained instead",
+        "carzero.pretrained.store_preprocessing); save the network with carzero.pretrained.save_pretrained instead",
     )
     data_hparams = state.get("datamodule_hyper_parameters") or {}
-    values = state.get("carzero_preprocessing") or {
+    values = state.get(PREPROCESSING_KEY) or {
         key: data_hparams[key] for key in ("image_size", "channels", "mean", "std") if key in data_hparams
     }
     if "image_size" not in values:
