@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["PATCH_EMBEDDINGS", "VisionTransformer3D", "sincos_position_embedding_3d"]
+from datasets.vit_layers import PatchEmbedding, TransformerBlock
+
+__all__ = ["VisionTransformer3D", "sincos_position_embedding_3d"]
 
 
 def _triple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
@@ -53,89 +55,6 @@ def sincos_position_embedding_3d(width: int, grid_size: Sequence[int]) -> torch.
     embedding = torch.cat(parts, dim=1)  # (N, 6F)
     embedding = F.pad(embedding, (0, width - embedding.shape[1]))  # (N, C)
     return embedding.float()
-
-
-PATCH_EMBEDDINGS = ("linear", "conv")
-
-
-class _PatchEmbedding3D(nn.Module):
-    """3D patches to tokens: ``(B, C_in, X, Y, Z)`` -> ``(B, C, gx, gy, gz)``.
-
-    ``"linear"``: one ``patch_size`` strided convolution (the ViT and released-checkpoint layout). ``"conv"``: a
-    convolutional stem (Xiao et al. 2021, "Early convolutions help transformers see better"), ``log2(max(patch))``
-    3x3x3 convolutions + BatchNorm + ReLU, each halving every axis whose patch is not yet reached (so (16, 16, 8)
-    strides (2, 2, 2) three times, then (2, 2, 1)), widths doubling up to ``width``, then a 1x1x1 ``proj``.
-    """
-
-    def __init__(self, in_channels: int, width: int, patch_size: tuple[int, int, int], stem: str = "linear") -> None:
-        super().__init__()
-        if stem not in PATCH_EMBEDDINGS:
-            raise ValueError(f"patch_embedding must be one of {PATCH_EMBEDDINGS}, got {stem!r}")
-        if stem == "linear":
-            self.stem = nn.Identity()
-            self.proj = nn.Conv3d(in_channels, width, kernel_size=patch_size, stride=patch_size)
-            return
-        if any(patch & (patch - 1) for patch in patch_size):
-            raise ValueError(f"patch_embedding 'conv' needs power-of-two patch sizes, got {patch_size}")
-        layers = max(patch_size).bit_length() - 1
-        modules: list[nn.Module] = []
-        channels, reached = in_channels, [1, 1, 1]
-        for index in range(layers):
-            stride = tuple(2 if done < patch else 1 for done, patch in zip(reached, patch_size))
-            reached = [done * step for done, step in zip(reached, stride)]
-            out_channels = max(width // 2 ** (layers - 1 - index), 8)
-            modules += [
-                nn.Conv3d(channels, out_channels, 3, stride=stride, padding=1, bias=False),
-                nn.BatchNorm3d(out_channels),
-                nn.ReLU(inplace=True),
-            ]
-            channels = out_channels
-        self.stem = nn.Sequential(*modules)
-        self.proj = nn.Conv3d(channels, width, kernel_size=1)
-
-    def forward(self, volumes: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.stem(volumes))
-
-
-class _Attention(nn.Module):
-    def __init__(self, width: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        batch, length, width = tokens.shape
-        qkv = self.qkv(tokens).reshape(batch, length, 3, self.num_heads, width // self.num_heads)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, L, C / heads)
-        attended = F.scaled_dot_product_attention(query, key, value)  # (B, heads, L, C / heads)
-        return self.proj(attended.transpose(1, 2).reshape(batch, length, width))
-
-
-class _Mlp(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, width)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(tokens)))
-
-
-class _Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))`` then ``x + mlp(norm2(x))``."""
-
-    def __init__(self, width: int, num_heads: int, mlp_hidden: int, eps: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(width, eps=eps)
-        self.attn = _Attention(width, num_heads)
-        self.norm2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = _Mlp(width, mlp_hidden)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens + self.attn(self.norm1(tokens))
-        return tokens + self.mlp(self.norm2(tokens))
 
 
 class VisionTransformer3D(nn.Module):
@@ -194,15 +113,13 @@ class VisionTransformer3D(nn.Module):
         self.gradient_checkpointing = gradient_checkpointing
         self.base_grid = tuple(size // patch for size, patch in zip(self.image_size, self.patch_size))
 
-        self.patch_embed = _PatchEmbedding3D(in_channels, width, self.patch_size, patch_embedding)
+        self.patch_embed = PatchEmbedding(in_channels, width, self.patch_size, patch_embedding)  # (B, C, gx, gy, gz)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         patch_position = sincos_position_embedding_3d(width, self.base_grid)  # (N0, C)
         position = torch.cat([torch.zeros(1, width), patch_position]).unsqueeze(0)  # (1, 1 + N0, C); CLS gets zeros
         self.register_buffer("pos_embed", position, persistent=True)
         # The released blocks use LayerNorm eps 1e-6 and the final norm PyTorch's default 1e-5.
-        self.blocks = nn.ModuleList(
-            [_Block(width, num_heads, int(width * mlp_ratio), eps=1e-6) for _ in range(depth)]
-        )
+        self.blocks = nn.ModuleList(TransformerBlock(width, num_heads, int(width * mlp_ratio)) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self._init_weights()
 

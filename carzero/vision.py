@@ -9,8 +9,9 @@ LayerNorm (eps 1e-6). Parameter names follow the timm convention (``patch_embed.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from datasets.vit_layers import PatchEmbedding, TransformerBlock
 
 __all__ = ["VisionTransformer", "sincos_position_embedding_2d"]
 
@@ -42,79 +43,6 @@ def sincos_position_embedding_2d(embed_dim: int, grid_size: int) -> torch.Tensor
     grid_embedding = torch.cat([encode(rows), encode(cols)], dim=1)  # (G*G, D)
     with_cls = torch.cat([torch.zeros(1, embed_dim, dtype=torch.float64), grid_embedding], dim=0)
     return with_cls.unsqueeze(0).float()  # (1, 1 + G*G, D)
-
-
-class _SelfAttention(nn.Module):
-    def __init__(self, width: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        batch, length, width = hidden_states.shape
-        qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, width // self.num_heads)
-        queries, keys, values = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, L, d_head)
-        attended = F.scaled_dot_product_attention(queries, keys, values)  # (B, H, L, d_head)
-        return self.proj(attended.transpose(1, 2).reshape(batch, length, width))
-
-
-class _MLP(nn.Module):
-    def __init__(self, width: int, hidden_width: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, hidden_width)
-        self.fc2 = nn.Linear(hidden_width, width)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(hidden_states)))
-
-
-class _Block(nn.Module):
-    def __init__(self, width: int, num_heads: int, mlp_ratio: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(width, eps=1e-6)
-        self.attn = _SelfAttention(width, num_heads)
-        self.norm2 = nn.LayerNorm(width, eps=1e-6)
-        self.mlp = _MLP(width, int(width * mlp_ratio))
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.attn(self.norm1(hidden_states))
-        return hidden_states + self.mlp(self.norm2(hidden_states))
-
-
-class _PatchEmbedding(nn.Module):
-    """Patch tokens: one ``patch_size`` strided convolution (``"linear"``, the ViT and released-checkpoint layout), or a
-    convolutional stem (``"conv"``): ``log2(patch_size)`` 3x3 stride-2 conv + BatchNorm + ReLU layers with widths
-    doubling up to ``width``, then a 1x1 ``proj`` (Xiao et al. 2021, "Early convolutions help transformers see
-    better": faster, steadier optimisation when training from scratch)."""
-
-    def __init__(self, in_channels: int, width: int, patch_size: int, stem: str = "linear") -> None:
-        super().__init__()
-        if stem == "linear":
-            self.stem = nn.Identity()
-            self.proj = nn.Conv2d(in_channels, width, kernel_size=patch_size, stride=patch_size)
-            return
-        layers = patch_size.bit_length() - 1
-        if stem != "conv" or 2**layers != patch_size:
-            raise ValueError(
-                f"patch_embedding must be 'linear' or 'conv' (conv needs a power-of-two patch_size), got "
-                f"{stem!r} with patch_size={patch_size}"
-            )
-        modules: list[nn.Module] = []
-        channels = in_channels
-        for index in range(layers):
-            out_channels = max(width // 2 ** (layers - 1 - index), 8)
-            modules += [
-                nn.Conv2d(channels, out_channels, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-            ]
-            channels = out_channels
-        self.stem = nn.Sequential(*modules)
-        self.proj = nn.Conv2d(channels, width, kernel_size=1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.stem(images)).flatten(2).transpose(1, 2)  # (B, P, D)
 
 
 class VisionTransformer(nn.Module):
@@ -163,11 +91,11 @@ class VisionTransformer(nn.Module):
         self.in_channels = in_channels
         self.width = width
         self.num_patches = (image_size // patch_size) ** 2
-        self.patch_embed = _PatchEmbedding(in_channels, width, patch_size, patch_embedding)
+        self.patch_embed = PatchEmbedding(in_channels, width, (patch_size, patch_size), patch_embedding)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         # Fixed (not learned) as in MAE; persistent so that a checkpoint's `pos_embed` loads onto it.
         self.register_buffer("pos_embed", sincos_position_embedding_2d(width, image_size // patch_size))
-        self.blocks = nn.ModuleList([_Block(width, num_heads, mlp_ratio) for _ in range(depth)])
+        self.blocks = nn.ModuleList(TransformerBlock(width, num_heads, int(width * mlp_ratio)) for _ in range(depth))
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self._init_weights()
 
@@ -197,7 +125,7 @@ class VisionTransformer(nn.Module):
                 f"{tuple(images.shape)}; resize/crop to {self.image_size} px"
                 + (" and repeat grey images to 3 channels" if self.in_channels == 3 else "")
             )
-        patch_tokens = self.patch_embed(images)  # (B, P, D)
+        patch_tokens = self.patch_embed(images).flatten(2).transpose(1, 2)  # (B, P, D)
         cls_tokens = self.cls_token.expand(patch_tokens.shape[0], -1, -1)  # (B, 1, D)
         hidden_states = torch.cat([cls_tokens, patch_tokens], dim=1) + self.pos_embed.to(patch_tokens.dtype)
         for block in self.blocks:
