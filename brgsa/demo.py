@@ -46,17 +46,11 @@ TRAIN_LABELS = "dataset_multi_abnormality_labels_train_predicted_labels.csv"
 
 def _benchmark(data_dir: Path) -> dict[str, Any]:
     """Generate the v1 benchmark into ``data_dir`` or reuse an intact earlier one."""
-    from datasets.synthetic.reuse import intact_benchmark
-
-    info = intact_benchmark(data_dir)
-    if info is not None:
-        logger.info("reusing the synthetic-ct3d benchmark v1 in %s", data_dir)
-        return info
     from datasets.synthetic.ct3d import generate_ct3d
     from datasets.synthetic.ct3d_spec import CT3D_V1
+    from datasets.synthetic.reuse import reuse_or_generate
 
-    logger.info("generating the synthetic-ct3d benchmark v1 into %s", data_dir)
-    return generate_ct3d(data_dir, CT3D_V1, seed=0)
+    return reuse_or_generate(data_dir, "synthetic-ct3d", lambda folder: generate_ct3d(folder, CT3D_V1, seed=0))
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:

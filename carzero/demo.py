@@ -57,17 +57,11 @@ CHANCE_BAND = (0.45, 0.55)
 
 def _benchmark(data_dir: Path) -> dict[str, Any]:
     """Generate the v1 benchmark into ``data_dir`` or reuse an intact earlier one."""
-    from datasets.synthetic.reuse import intact_benchmark
-
-    info = intact_benchmark(data_dir)
-    if info is not None:
-        logger.info("reusing the synthetic-cxr benchmark v1 in %s", data_dir)
-        return info
     from datasets.synthetic.cxr import generate_cxr
     from datasets.synthetic.cxr_spec import CXR_V1
+    from datasets.synthetic.reuse import reuse_or_generate
 
-    logger.info("generating the synthetic-cxr benchmark v1 into %s", data_dir)
-    return generate_cxr(data_dir, CXR_V1, seed=0)
+    return reuse_or_generate(data_dir, "synthetic-cxr", lambda folder: generate_cxr(folder, CXR_V1, seed=0))
 
 
 def _aligned_manifest(out: Path) -> Path:

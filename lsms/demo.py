@@ -26,7 +26,7 @@ import torch
 
 from datasets.cli_utils import max_time_override
 from datasets.errors import InputError
-from datasets.io import atomic_write_text, sha256_file
+from datasets.io import atomic_write_text
 from lsms.evaluate import breakdowns
 
 __all__ = ["run", "DEFAULT_CONFIG", "results_markdown", "ablation_markdown"]
@@ -38,18 +38,13 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "lsms" / "dem
 
 def _benchmark(data_dir: Path) -> dict[str, Any]:
     """Generate the v1 benchmark into ``data_dir`` or reuse an intact earlier one."""
-    info_path = data_dir / "benchmark.json"
-    if info_path.is_file():
-        info = json.loads(info_path.read_text())
-        if info.get("version") == 1 and sha256_file(data_dir / "manifest.csv") == info.get("manifest_sha256"):
-            logger.info("reusing the synthetic benchmark v1 in %s", data_dir)
-            return info
-        raise InputError(f"{data_dir} holds a benchmark that is not an intact v1 (manifest hash differs); remove it")
     from datasets.synthetic.refhl import generate_refhl
+    from datasets.synthetic.reuse import reuse_or_generate
     from datasets.synthetic.spec import REFHL_V1
 
-    logger.info("generating the synthetic RefHL-Seg-style benchmark v1 into %s", data_dir)
-    return generate_refhl(data_dir, REFHL_V1, seed=0)
+    return reuse_or_generate(
+        data_dir, "synthetic RefHL-Seg-style", lambda folder: generate_refhl(folder, REFHL_V1, seed=0)
+    )
 
 
 def _train(config: Path, out: Path, manifest: Path, seed: int, run_name: str, overrides: list[str]) -> dict[str, Any]:
