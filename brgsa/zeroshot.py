@@ -167,22 +167,28 @@ _BENCHMARK_NEGATIVES = "<benchmark>"
 def _task_from_benchmark(options: argparse.Namespace) -> ZeroShotTask:
     from datasets.benchmarks import load_benchmark
 
-    if options.labels is not None or options.data_root is None:
-        raise InputError("give --benchmark NAME --data-root DIR, or --labels CSV --volumes DIR --prompts FILE")
+    if options.labels is not None:
+        raise InputError("give --benchmark NAME --data-root DIR or --labels CSV --volumes DIR --prompts FILE, not both")
+    if options.data_root is None:
+        raise InputError(f"--benchmark {options.benchmark} needs --data-root DIR (the folder holding its files)")
     try:
         bench = load_benchmark(options.benchmark, options.data_root, check_counts=not options.no_check_counts)
     except KeyError as err:
         raise InputError(err.args[0]) from err
+    sources = {"labels": Path(bench.labels.source), "benchmark": bench.config}
+    prompts = bench.prompts
+    if options.prompts is not None:  # the user's prompts replace the benchmark's, for every class
+        _, prompts = read_class_prompts(options.prompts, bench.class_names)
+        sources["prompts"] = Path(options.prompts)
     negatives = None
     if options.negative_prompts == _BENCHMARK_NEGATIVES:
         if bench.negative_prompts is None:
             raise InputError(f"benchmark {bench.name} has no negative prompts; pass --negative-prompts FILE")
-        negatives = _pair_negatives(bench.class_names, bench.prompts, bench.negative_prompts, str(bench.config))
+        negatives = _pair_negatives(bench.class_names, prompts, bench.negative_prompts, str(bench.config))
     elif options.negative_prompts is not None:
         _, read = read_class_prompts(options.negative_prompts, bench.class_names)
-        negatives = _pair_negatives(bench.class_names, bench.prompts, read, options.negative_prompts)
-    sources = {"labels": Path(bench.labels.source), "benchmark": bench.config}
-    return ZeroShotTask(bench.labels, bench.image_root, bench.prompts, negatives, sources, bench.name)
+        negatives = _pair_negatives(bench.class_names, prompts, read, options.negative_prompts)
+    return ZeroShotTask(bench.labels, bench.image_root, prompts, negatives, sources, bench.name)
 
 
 def _check_unlisted(task: ZeroShotTask) -> None:
@@ -321,7 +327,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--layout", choices=("auto", "nested", "flat"), default="auto",
                         help="--volumes layout: CT-RATE's nested folders or one flat folder (default: auto)")
     parser.add_argument("--metadata", help="CT-RATE *_metadata.csv of --labels (spacing and rescale per volume)")
-    parser.add_argument("--prompts", help="prompt file of --labels: one line per class, or JSON class -> prompt")
+    parser.add_argument("--prompts", help="prompt file: one line per class, or JSON class -> prompt; required with "
+                        "--labels, replaces a benchmark's own prompts with --benchmark")
     parser.add_argument("--classes", nargs="+", help="label columns of --labels (default: CT-RATE's 18)")
     parser.add_argument("--allow-unlisted", action="store_true",
                         help="accept volume files in --volumes that the label CSV does not list (not scored)")

@@ -121,6 +121,11 @@ def _task_from_labels(options: argparse.Namespace) -> ZeroShotTask:
         sources["split_list"] = Path(options.split_list)
     positives = read_class_prompts(options.prompts, labels.class_names)
     classes = [name for name in labels.class_names if name in positives]
+    if len(classes) < len(labels.class_names):
+        logger.warning(
+            "prompt file %s prompts %d of the %d label classes; evaluating only %s (left out: %s)", options.prompts,
+            len(classes), len(labels.class_names), classes, [n for n in labels.class_names if n not in positives],
+        )
     negatives = None
     if options.negative_prompts:
         read = read_class_prompts(options.negative_prompts, labels.class_names)
@@ -140,18 +145,31 @@ def resolve_task(options: argparse.Namespace) -> ZeroShotTask:
             an image absent from the label table or from disk, a prompt-file class absent from the labels.
     """
     if options.benchmark is not None:
-        if options.labels is not None or options.data_root is None:
-            raise InputError("give --benchmark NAME --data-root DIR, or --labels TABLE (not both)")
+        if options.labels is not None:
+            raise InputError("give --benchmark NAME --data-root DIR or --labels TABLE ..., not both")
+        if options.data_root is None:
+            raise InputError(f"--benchmark {options.benchmark} needs --data-root DIR (the folder holding its files)")
         try:
             bench = load_benchmark(options.benchmark, options.data_root, check_counts=not options.no_check_counts)
         except KeyError as err:
             raise InputError(err.args[0]) from err
+        sources = {"labels": Path(bench.labels.source)}
+        prompts = bench.prompts
+        if options.prompts is not None:  # the user's prompts replace the benchmark's, for every class
+            read = read_class_prompts(options.prompts, bench.class_names)
+            missing = [name for name in bench.class_names if name not in read]
+            if missing:
+                raise InputError(
+                    f"--prompts {options.prompts} has no prompt for the benchmark's classes {missing}; with "
+                    "--benchmark the file must prompt every class"
+                )
+            prompts = [read[name] for name in bench.class_names]
+            sources["prompts"] = Path(options.prompts)
         negatives = bench.negative_prompts
         if options.negative_prompts:
             read = read_class_prompts(options.negative_prompts, bench.class_names)
             negatives = [read.get(name, []) for name in bench.class_names]
-        task = ZeroShotTask(bench.labels, bench.image_root, bench.prompts, negatives,
-                            {"labels": Path(bench.labels.source)}, bench.name)
+        task = ZeroShotTask(bench.labels, bench.image_root, prompts, negatives, sources, bench.name)
     elif options.labels is not None:
         task = _task_from_labels(options)
     else:
@@ -299,7 +317,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", help=f"label-table format: one of {sorted(ADAPTERS)}")
     parser.add_argument("--images", help="folder the label table's image ids are relative to")
     parser.add_argument("--split-list", help="image list selecting the rows of --labels (e.g. test_list.txt)")
-    parser.add_argument("--prompts", help="prompt file (one line per class, or JSON class -> prompt)")
+    parser.add_argument("--prompts", help="prompt file (one line per class, or JSON class -> prompt); required with "
+                        "--labels, replaces a benchmark's own prompts with --benchmark")
     parser.add_argument("--negative-prompts", help="negative prompt file: score = softmax over (positive, negative)")
     parser.add_argument("--out", default="runs/carzero_zeroshot", help="output folder (default runs/carzero_zeroshot)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")

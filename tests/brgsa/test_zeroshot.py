@@ -138,3 +138,17 @@ def test_bad_inputs_exit_2_naming_the_culprit_and_write_nothing(tmp_path, bench,
     err = bad_run(capsys, [str(tmp_path / "lsms_model"), "--benchmark", "synthetic-ct3d", "--data-root",
                            str(bench.parent), "--no-check-counts"], out)
     assert "'lsms' model" in err
+
+
+def test_prompt_file_replaces_the_benchmark_prompts(tmp_path, bench, model_dir, capsys):
+    prompts = tmp_path / "findings.txt"
+    prompts.write_text("".join(f"Findings consistent with {c.lower()}\n" for c in CLASSES))
+    args = [str(model_dir), "--benchmark", "synthetic-ct3d", "--data-root", str(bench.parent), "--no-check-counts"]
+    assert run([*args, "--prompts", str(prompts), "--out", str(tmp_path / "zs")]) == 0
+    assert run([*args, "--out", str(tmp_path / "default")]) == 0
+    run_info = json.loads((tmp_path / "zs" / "run.json").read_text())
+    assert run_info["prompts"] == [f"Findings consistent with {c.lower()}" for c in CLASSES]
+    assert read_rows(tmp_path / "zs" / "scores.csv") != read_rows(tmp_path / "default" / "scores.csv")
+    prompts.write_text("".join(f"Findings consistent with {c}\n" for c in CLASSES[:-1]))
+    err = bad_run(capsys, [*args, "--prompts", str(prompts)], tmp_path / "short")
+    assert f"{prompts} has 17 prompt lines but there are 18 classes" in err

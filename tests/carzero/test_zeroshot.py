@@ -150,3 +150,22 @@ def test_label_value_outside_the_format(tmp_path, bench, model_dir, capsys):
     table.write_text("\n".join(lines) + "\n")
     err = bad_run(tmp_path, model_dir, table, bench / "images", bench / "test_list.txt", PROMPTS, capsys)
     assert "Banana" in err
+
+
+def test_prompt_file_replaces_the_benchmark_prompts(tmp_path, bench, model_dir, capsys):
+    classes = read_data_entry(bench / "Data_Entry_2017.csv").class_names
+    custom = [f"Findings consistent with {name.lower()}" for name in classes]
+    prompts = tmp_path / "findings.txt"
+    prompts.write_text("\n".join(custom) + "\n")
+    out = tmp_path / "zs"
+    args = [str(model_dir), "--benchmark", "synthetic-cxr", "--data-root", str(bench.parent), "--no-check-counts"]
+    assert main(["zeroshot", *args, "--prompts", str(prompts), "--out", str(out)]) == 0
+    rows = read_csv(out / "scores.csv")
+    scores = np.array([[float(row[c]) for c in list(row)[1:]] for row in rows])
+    test_ids = read_image_list(bench / "test_list.txt")
+    np.testing.assert_allclose(scores, direct_scores(model_dir, bench, test_ids, custom).numpy(), atol=1e-5)
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({classes[0]: "There is something"}))
+    status = main(["zeroshot", *args, "--prompts", str(partial), "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert status == 2 and "must prompt every class" in err and not (tmp_path / "bad").exists()
