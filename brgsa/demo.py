@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import logging
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -139,9 +140,14 @@ def _train(options: argparse.Namespace, out: Path, tables: tuple[Path, Path], na
 
 
 def _zeroshot(model_dir: Path, out: Path, data_root: Path, crop: str) -> dict[str, Any]:
-    """Score the benchmark's test volumes with ``brgsa zeroshot`` and return its metrics."""
+    """Score the benchmark's test volumes with ``brgsa zeroshot`` and return its metrics.
+
+    ``out`` is emptied first: the demo overwrites its model folders, and ``brgsa zeroshot`` refuses to resume a
+    folder scored with other weights.
+    """
     from brgsa.zeroshot import main as zeroshot_main
 
+    shutil.rmtree(out, ignore_errors=True)
     zeroshot_main([str(model_dir), "--benchmark", BENCHMARK, "--data-root", str(data_root), "--out", str(out),
                    "--cache", str(data_root / "cache"), "--crop", crop, "--batch-size", "10", "--bootstrap", "1000",
                    "--no-progress"])

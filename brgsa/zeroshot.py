@@ -33,13 +33,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from datasets.errors import InputError
-from datasets.io import ResumableRowWriter, atomic_write_text, ensure_writable_dir
+from datasets.io import ResumableRowWriter, check_run_fingerprint, ensure_writable_dir, sha256_file
 from datasets.labels.base import LabelSet
+from datasets.pretrained import WEIGHTS_NAME
 
 __all__ = ["SCORES_CSV", "RUN_JSON", "ZeroShotTask", "read_class_prompts", "resolve_task", "run_zeroshot", "main"]
 
@@ -235,17 +235,6 @@ def resolve_task(options: argparse.Namespace) -> ZeroShotTask:
     return task
 
 
-def _check_resume(out: Path, fingerprint: dict[str, Any]) -> None:
-    path = out / RUN_JSON
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != fingerprint:
-            changed = sorted(key for key in fingerprint if previous.get(key) != fingerprint[key])
-            raise InputError(
-                f"{out} holds scores of another run (differs in {changed}); use another --out or remove {out}"
-            )
-
-
 def run_zeroshot(
     model_dir: str | os.PathLike, task: ZeroShotTask, out: str | os.PathLike, *, crop: str = "none",
     cache_dir: str | None = None, batch_size: int = 1, num_workers: int = 0, already_hu: bool = False,
@@ -283,11 +272,12 @@ def run_zeroshot(
     texts = [text for group in task.prompts for text in group]
     negatives = [text for group in task.negative_prompts for text in group] if task.negative_prompts else None
     index = torch.as_tensor([j for j, group in enumerate(task.prompts) for _ in group])
-    fingerprint = {"model": str(Path(model_dir).resolve()), "task": task.name, "classes": classes, "prompts": texts,
-                   "negative_prompts": negatives, "crop": crop, "preprocessing": preprocessing.to_dict()}
+    weights = sha256_file(Path(model_dir) / WEIGHTS_NAME)
+    fingerprint = {"model": str(Path(model_dir).resolve()), "weights_sha256": weights, "task": task.name,
+                   "classes": classes, "prompts": texts, "negative_prompts": negatives, "crop": crop,
+                   "preprocessing": preprocessing.to_dict()}
     out = ensure_writable_dir(out)
-    _check_resume(out, fingerprint)
-    atomic_write_text(out / RUN_JSON, json.dumps(fingerprint, indent=2) + "\n")
+    check_run_fingerprint(out, fingerprint, RUN_JSON)
     with torch.inference_mode(), ResumableRowWriter(out / SCORES_CSV, ["VolumeName", *classes]) as writer:
         items = [item for item in _items(task) if not writer.done(item.name)]
         if not items:

@@ -142,7 +142,8 @@ def _zeroshot(model_dir: Path, out: Path, data_root: Path, full_size: bool, pair
     """Score the benchmark's test split with ``carzero zeroshot`` (``pairs``: positive/negative prompt pairs) and
     return its metrics.
 
-    ``out`` is emptied first: ``carzero zeroshot`` resumes by model path, and the demo overwrites its model folders.
+    ``out`` is emptied first: the demo overwrites its model folders, and ``carzero zeroshot`` refuses to resume a
+    folder scored with other weights.
     """
     from carzero.zeroshot import main as zeroshot_main
 

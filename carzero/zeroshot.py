@@ -34,9 +34,10 @@ import torch
 
 from datasets.benchmarks import ADAPTERS, load_benchmark, read_prompt_file
 from datasets.errors import InputError
-from datasets.io import ResumableRowWriter, atomic_write_text, ensure_writable_dir
+from datasets.io import ResumableRowWriter, check_run_fingerprint, ensure_writable_dir, sha256_file
 from datasets.labels.base import LabelSet
 from datasets.labels.chestxray14 import read_image_list
+from datasets.pretrained import WEIGHTS_NAME
 
 __all__ = ["ZeroShotTask", "main", "read_class_prompts", "resolve_task", "run_zeroshot"]
 
@@ -200,19 +201,6 @@ def _scorer_texts(task: ZeroShotTask) -> tuple[list[str], list[int], list[int]]:
     return texts, positive_index, negative_index
 
 
-def _check_resume(out: Path, fingerprint: dict[str, Any]) -> None:
-    path = out / RUN_JSON
-    if path.is_file():
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != fingerprint:
-            changed = sorted(key for key in fingerprint if previous.get(key) != fingerprint[key])
-            raise InputError(
-                f"{out} holds scores of another run (differs in {changed}); use another --out or remove {out}"
-            )
-    else:
-        atomic_write_text(path, json.dumps(fingerprint, indent=2) + "\n")
-
-
 @torch.inference_mode()
 def run_zeroshot(
     model_dir: str | Path, task: ZeroShotTask, out: str | Path, batch_size: int = 32, bf16: bool = False,
@@ -230,9 +218,10 @@ def run_zeroshot(
     texts, positive_index, negative_index = _scorer_texts(task)
     classes = task.labels.class_names
     out = ensure_writable_dir(out)
-    fingerprint = {"model": str(Path(model_dir).resolve()), "labels": task.name, "classes": classes, "prompts": texts,
-                   "negative_prompts": task.negative_prompts is not None}
-    _check_resume(out, fingerprint)
+    weights = sha256_file(Path(model_dir) / WEIGHTS_NAME)
+    fingerprint = {"model": str(Path(model_dir).resolve()), "weights_sha256": weights, "labels": task.name,
+                   "classes": classes, "prompts": texts, "negative_prompts": task.negative_prompts is not None}
+    check_run_fingerprint(out, fingerprint, RUN_JSON)
     with ResumableRowWriter(out / SCORES_CSV, ["image_id", *classes]) as writer:
         todo = [i for i, image_id in enumerate(task.labels.image_ids) if not writer.done(image_id)]
         if not todo:

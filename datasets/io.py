@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -18,6 +19,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_run_fingerprint",
     "check_writable_dir",
     "ensure_writable_dir",
     "sha256_file",
@@ -26,6 +28,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (``mkstemp`` alone gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -81,9 +90,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
     if "w" not in mode:
         raise ValueError(f"atomic_write needs a write mode ('w' or 'wb'), got {mode!r}")
     target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{target} is a folder; name a file to write")
     ensure_writable_dir(target.parent if str(target.parent) else ".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
@@ -104,6 +116,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_write(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def check_run_fingerprint(out: str | os.PathLike, fingerprint: Mapping[str, Any], name: str = "run.json") -> None:
+    """Pin what a resumable output folder was written with, so a rerun never mixes two runs' outputs.
+
+    The first run writes ``out/<name>`` (JSON); a later run with the same ``fingerprint`` resumes, and one that
+    differs (another model, prompts, threshold, ...) is refused before anything is written.
+
+    Raises:
+        InputError: ``out`` holds outputs of a run whose fingerprint differs (the message names the keys).
+    """
+    path = Path(out) / name
+    fingerprint = json.loads(json.dumps(fingerprint))  # compare as stored: tuples become lists
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != fingerprint:
+            changed = sorted(key for key in {*fingerprint, *previous} if previous.get(key) != fingerprint.get(key))
+            raise InputError(
+                f"{out} holds outputs of another run (differs in {changed}); use another --out or remove {out}"
+            )
+        return
+    atomic_write_text(path, json.dumps(fingerprint, indent=2) + "\n")
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -96,6 +97,7 @@ def _example_segmentation(model_dir: Path, manifest: Path, out: Path) -> list[di
     image, index = next((key for key, lesions in by_slice.items() if len(lesions) >= 2), next(iter(by_slice)))
     net, preprocessing, _ = from_pretrained(model_dir)
     request = SegmentationRequest(Path(image), index, tuple(by_slice[(image, index)].values()))
+    shutil.rmtree(out, ignore_errors=True)  # the demo's own masks of an earlier model folder, now overwritten
     return segment(net, preprocessing, [request], out)
 
 

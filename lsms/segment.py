@@ -8,7 +8,9 @@ NPY), a slice index for volumes with more than one slice, and prompts; or a batc
   filled, the others zero), for CT inputs;
 - ``<id>_mask.png``: the mask slice in display orientation (image left = patient right, top = anterior);
 - ``<id>_overlay.png``: the windowed slice with the mask overlaid, captioned with the prompt;
-- a row in ``segmentations.csv`` (resumable: rows already there are skipped when the command runs again).
+- a row in ``segmentations.csv`` (resumable: rows already there are skipped when the command runs again);
+- ``run.json``: the weights' SHA-256, the preprocessing and the threshold; a rerun into the same folder with another
+  model, preprocessing or threshold is refused rather than mixing masks of two runs.
 
 All inputs are read and checked before anything is written.
 """
@@ -29,10 +31,13 @@ import numpy as np
 import torch
 
 from datasets.errors import InputError
-from datasets.io import ResumableRowWriter, atomic_write_bytes, ensure_writable_dir
+from datasets.io import ResumableRowWriter, atomic_write_bytes, check_run_fingerprint, ensure_writable_dir
 from datasets.slices import SliceGeometry, SlicePreprocessing, prepare_2d_image, preprocess_volume_slice, restore_slice
 
-__all__ = ["SegmentationRequest", "PreparedInput", "read_batch_csv", "prepare_input", "segment", "save_overlay"]
+__all__ = [
+    "SegmentationRequest", "PreparedInput", "read_batch_csv", "prepare_input", "segment", "save_overlay",
+    "weights_sha256",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +193,16 @@ def _save_mask_png(path: Path, mask: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def weights_sha256(net: torch.nn.Module) -> str:
+    """SHA-256 of a network's parameters and buffers (names, dtypes, shapes and values), to pin a run's model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 @torch.inference_mode()
 def _predict(net: torch.nn.Module, image: np.ndarray, prompts: Sequence[str]) -> np.ndarray:
     images = torch.from_numpy(image)[None].expand(len(prompts), -1, -1, -1)  # (P, C, S, S)
@@ -208,11 +223,17 @@ def segment(
 
     Returns:
         The rows of ``segmentations.csv`` written by this call (rows from an earlier run are skipped).
+
+    Raises:
+        InputError: bad input (named), or ``out_dir`` holding masks of another model, preprocessing or threshold.
     """
     if not 0 < threshold < 1:
         raise InputError(f"--threshold must lie in (0, 1), got {threshold}")
     prepared = [prepare_input(request, preprocessing) for request in requests]
     out = ensure_writable_dir(out_dir)
+    check_run_fingerprint(
+        out, {"weights_sha256": weights_sha256(net), "preprocessing": preprocessing.to_dict(), "threshold": threshold}
+    )
     from tqdm import tqdm
 
     written: list[dict[str, str]] = []

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from datasets.errors import InputError
-from datasets.io import ResumableRowWriter, atomic_write, atomic_write_text, ensure_writable_dir, load_weights
+from datasets.io import (
+    ResumableRowWriter,
+    atomic_write,
+    atomic_write_text,
+    check_run_fingerprint,
+    ensure_writable_dir,
+    load_weights,
+)
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -23,6 +30,29 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary file left behind
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
+
+
+def test_atomic_write_gives_the_umask_mode_and_refuses_a_folder(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "shared.json", "{}")
+        with open(tmp_path / "plain.json", "w") as handle:
+            handle.write("{}")
+    finally:
+        os.umask(previous)
+    mode = (tmp_path / "shared.json").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.json").stat().st_mode & 0o777  # as open() would, not mkstemp's 0600
+    (tmp_path / "results").mkdir()
+    with pytest.raises(InputError, match="results is a folder"):
+        atomic_write_text(tmp_path / "results", "{}")
+
+
+def test_run_fingerprint_pins_a_resumable_folder(tmp_path):
+    check_run_fingerprint(tmp_path, {"model": "a", "threshold": 0.5, "size": (2, 3)})
+    check_run_fingerprint(tmp_path, {"model": "a", "threshold": 0.5, "size": [2, 3]})  # the same run resumes
+    with pytest.raises(InputError, match=r"differs in \['threshold'\]"):
+        check_run_fingerprint(tmp_path, {"model": "a", "threshold": 0.9, "size": [2, 3]})
+    assert (tmp_path / "run.json").read_text().count("0.5") == 1
 
 
 def test_unwritable_output_folder_is_an_input_error(tmp_path):

@@ -124,6 +124,11 @@ def test_segment_real_ct_slice_writes_geometry_preserving_nifti_and_overlay(tiny
     # Running again resumes: nothing new is written.
     assert main(["segment", str(tiny_model_dir), dicom, "--prompt", "the larger lesion", "--out", str(out)]) == 0
     assert len((out / "segmentations.csv").read_text().splitlines()) == 3
+    # Another threshold (or model) would mix two runs' masks in one folder: refused, nothing changed.
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert main(["segment", str(tiny_model_dir), dicom, "--prompt", "the larger lesion", "--threshold", "0.9",
+                 "--out", str(out)]) == 2
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_segment_volume_slice_and_batch_csv(tiny_model_dir, benchmark, tmp_path):
