@@ -152,6 +152,8 @@ def read_ct(
         array, affine, meta = _read_nifti(source)
     else:
         array, affine, meta = _read_dicom_file(source, already_hu=already_hu)
+    if not source.name.lower().endswith(_NIFTI_SUFFIXES):
+        _check_affine(affine, source, "positive PixelSpacing and distinct slice positions")
     meta["already_hu"] = already_hu
     meta.setdefault("problems", [])
     if canonical:
@@ -207,11 +209,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     if array.ndim != 3:
         raise InputError(f"{path} holds a {array.ndim}D image of shape {array.shape}, expected a 3D CT volume")
     affine = np.asarray(monai_meta["affine"], dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise InputError(
-            f"{path} has a singular or non-finite voxel-to-world affine (a voxel size of 0 or a collapsed axis): "
-            f"{np.round(affine[:3], 4).tolist()}; expected a valid sform/qform with non-zero spacing"
-        )
+    _check_affine(affine, path, "a valid sform/qform with non-zero spacing")
     slope, inter = image.dataobj.slope, image.dataobj.inter
     meta = {
         "format": "nifti",
@@ -451,9 +449,23 @@ def _series_meta(header: Dataset, rescale: tuple[float | None, ...]) -> dict[str
     }
 
 
+def _check_affine(affine: np.ndarray, source: Path, expected: str) -> None:
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise InputError(
+            f"{source} has a singular or non-finite voxel-to-world affine (a voxel size of 0 or a collapsed axis): "
+            f"{np.round(affine[:3], 4).tolist()}; expected {expected}"
+        )
+
+
 def _check_hu_plausible(array: np.ndarray, source: Path, meta: dict[str, Any]) -> None:
     meta["hu_plausible"] = None
-    if meta["modality"] not in (None, "CT") or array.size == 0:
+    if meta["modality"] not in (None, "CT"):
+        logger.warning(
+            "%s: DICOM Modality is %s, not CT: its values are not Hounsfield units, so CT windows and models "
+            "trained on CT do not apply to it", source, meta["modality"],
+        )
+        return
+    if array.size == 0:
         return
     minimum = float(array.min())
     meta["hu_plausible"] = minimum < 0

@@ -253,3 +253,16 @@ def test_singular_affine_is_an_input_error_naming_the_file(tmp_path):
     nib.save(image, path)
     with pytest.raises(InputError, match=r"singular\.nii\.gz has a singular"):
         read_ct(path)
+
+
+def test_zero_pixel_spacing_is_an_error_naming_the_file() -> None:
+    path = get_testdata_file("RG1_J2KR.dcm")  # a real radiograph from pydicom-data whose PixelSpacing is 0
+    with pytest.raises(InputError, match=r"RG1_J2KR\.dcm has a singular .* expected positive PixelSpacing"):
+        read_ct(path)
+
+
+def test_non_ct_dicom_warns_that_values_are_not_hu(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="datasets.ct"):
+        volume = read_ct(get_testdata_file("MR_small.dcm"))
+    assert volume.meta["modality"] == "MR" and volume.meta["hu_plausible"] is None
+    assert "Modality is MR, not CT" in caplog.text
