@@ -99,8 +99,9 @@ def _evaluate(args: list[str]) -> int:
     parser.add_argument("manifest", help="refseg-1 manifest CSV")
     parser.add_argument("--split", default="val", help="manifest split to score (default val)")
     parser.add_argument(
-        "--group-by", nargs="*", default=["attribute"],
-        help="manifest columns to break Dice and grounding accuracy down by (template_id, case_id or any extra column)",
+        "--group-by", nargs="*", default=None,
+        help="manifest columns to break Dice and grounding accuracy down by (template_id, case_id or any extra "
+        "column; default: attribute, when the manifest has it)",
     )
     parser.add_argument("--cache-dir", default=None, help="preprocessing cache folder (default: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled-prompt draw (default 0)")
@@ -114,12 +115,17 @@ def _evaluate(args: list[str]) -> int:
     from lsms.evaluate import breakdowns, evaluate_with_controls
     from lsms.pretrained import from_pretrained
 
+    if options.out and Path(options.out).is_dir():
+        raise InputError(f"--out {options.out} is a folder; name the results JSON file")
     rows = read_refseg_manifest(options.manifest).rows(options.split)
     if not rows:
         raise InputError(f"{options.manifest} has no rows in split {options.split!r}")
+    group_by = options.group_by
+    if group_by is None:
+        group_by = ["attribute"] if all("attribute" in row.extra for row in rows) else []
     net, preprocessing, _ = from_pretrained(options.model)
     results = evaluate_with_controls(
-        net, rows, preprocessing, cache_dir=options.cache_dir, seed=options.seed, group_by=options.group_by
+        net, rows, preprocessing, cache_dir=options.cache_dir, seed=options.seed, group_by=group_by
     )
     results = {"model": str(options.model), "manifest": str(options.manifest), "split": options.split, **results}
     if options.out:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from datasets.errors import InputError
 from datasets.refseg import RefSegRow
 from datasets.refseg_datamodule import RefSegDataset, collate_refseg
 from datasets.slices import SlicePreprocessing
@@ -154,6 +155,9 @@ def evaluate_with_controls(
             extra column (``RefSegRow.extra``); a column missing from some row is left out. Defaults to
             ``("attribute",)``.
 
+    Raises:
+        InputError: a ``group_by`` column that no row has (the message lists the available ones).
+
     Returns:
         A JSON-ready dict: ``true_prompts`` (all metrics of :class:`ReferringSegmentationMetrics` over all rows),
         on the multi-lesion subset ``multi_lesion`` with Dice of true prompts, shuffled prompts, "every lesion"
@@ -161,6 +165,12 @@ def evaluate_with_controls(
         referred-lesion size bin and per value of each ``group_by`` column), and ``dice_by`` with Dice (true prompts)
         per size bin and per value of each ``group_by`` column.
     """
+    columns = [{**row.extra, "template_id": row.template_id, "case_id": row.case_id} for row in rows]
+    unknown = [column for column in group_by if rows and not any(column in values for values in columns)]
+    if unknown:
+        raise InputError(
+            f"group_by columns {unknown} are in no manifest row; available: {sorted(set().union(*columns))}"
+        )
     net.eval()
     dataset = RefSegDataset(rows, preprocessing, cache_dir)
     targets = _targets(dataset)
@@ -192,7 +202,6 @@ def evaluate_with_controls(
     sizes = [_size_bin(int(target.sum())) for target in targets]
     dice_by = {"size": _grouped(true_dice, sizes)}
     grounding_by = {"size": _grouped(is_grounded, [sizes[i] for i in subset])}
-    columns = [{**row.extra, "template_id": row.template_id, "case_id": row.case_id} for row in rows]
     for column in group_by:
         if rows and all(column in values for values in columns):
             dice_by[column] = _grouped(true_dice, [values[column] for values in columns])

@@ -33,7 +33,7 @@ def test_evaluate_command_writes_diagnostics_that_match_its_predictions(tiny_mod
     out = tmp_path / "val.json"
     manifest = benchmark / "manifest.csv"
     assert main(["evaluate", str(tiny_model_dir), str(manifest), "--split", "val", "--out", str(out),
-                 "--group-by", "attribute", "template_id", "no_such_column"]) == 0
+                 "--group-by", "attribute", "template_id"]) == 0
     results = json.loads(out.read_text())
     rows = read_refseg_manifest(manifest).rows("val")
     assert results["split"] == "val" and results["expressions"] == len(rows)
@@ -45,7 +45,6 @@ def test_evaluate_command_writes_diagnostics_that_match_its_predictions(tiny_mod
     assert sum(group["n"] for group in by_attribute.values()) == len(rows)
     assert sum(group["n"] for group in results["dice_by"]["size"].values()) == len(rows)
     assert set(results["dice_by"]["template_id"]) == {row.template_id for row in rows}
-    assert "no_such_column" not in results["dice_by"]
     grounding_by = multi["grounding_accuracy_by"]["attribute"]
     assert sum(group["n"] for group in grounding_by.values()) == multi["expressions"]
     assert "only" not in grounding_by  # single-lesion expressions have nothing to ground against
@@ -89,3 +88,14 @@ def test_demo_table_shows_every_control_and_breakdown(tiny_model_dir, benchmark)
     ablation = ablation_markdown({"runs": runs, "benchmark": {"version": 1}})
     dice, gap = test["true_prompts"]["dice"], test["multi_lesion"]["gap_true_minus_shuffled"]
     assert f"| full | 0, 1 | {dice:.3f} ± 0.000 | {gap:.3f} | {grounding:.3f} |" in ablation
+
+
+def test_evaluate_command_refuses_an_unknown_column_and_a_folder_as_out(tiny_model_dir, benchmark, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "val.json"
+    args = ["evaluate", str(tiny_model_dir), str(benchmark / "manifest.csv"), "--split", "val"]
+    assert main([*args, "--group-by", "atribute", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "group_by columns ['atribute'] are in no manifest row" in err and "'attribute'" in err
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    assert "is a folder; name the results JSON file" in capsys.readouterr().err
+    assert not out.exists()
