@@ -147,6 +147,8 @@ def lvit_to_manifest(root: str | os.PathLike, out_csv: str | os.PathLike) -> Pat
         InputError: no split folder at all, or any problem reported by :func:`read_lvit_split`.
     """
     root, out_csv = Path(root), Path(out_csv)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder; pass the LViT dataset root (the folder holding its split folders)")
     present = [split for split, (folder, _) in LVIT_SPLITS.items() if (root / folder).is_dir()]
     if not present:
         expected = ", ".join(folder for folder, _ in LVIT_SPLITS.values())

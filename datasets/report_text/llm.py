@@ -21,6 +21,7 @@ from datasets.errors import InputError
 from datasets.report_text.align import Alignment, RuleAligner
 from datasets.report_text.config import PromptConfig
 from datasets.report_text.parse import parse_output
+from datasets.text_models import check_local_model_path
 
 __all__ = ["LLMAligner"]
 
@@ -108,6 +109,7 @@ class LLMAligner:
             if dtype not in ("bfloat16", "float16", "float32"):
                 raise InputError(f"dtype must be bfloat16, float16 or float32, got {dtype!r}")
             torch_dtype = getattr(torch, dtype)
+        check_local_model_path(model_id)
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(

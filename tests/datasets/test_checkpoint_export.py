@@ -23,6 +23,13 @@ def test_read_module_checkpoint_names_what_is_missing(tmp_path) -> None:
     assert read_module_checkpoint(path, ("toy_config",), "unused")["toy_config"] == {}
 
 
+def test_another_models_checkpoint_names_its_export_command(tmp_path) -> None:
+    path = tmp_path / "brgsa.ckpt"
+    torch.save({"state_dict": {}, "brgsa_config": {}, "brgsa_preprocessing": {}}, path)
+    with pytest.raises(InputError, match="is a checkpoint of brgsa, not of this model: use `brgsa export`"):
+        read_module_checkpoint(path, ("lsms_config",), "train it through the CLI")
+
+
 def test_load_module_weights_takes_the_net_prefix_only_and_refuses_other_networks() -> None:
     source = nn.Linear(2, 3)
     state = {"state_dict": {**{f"net.{name}": value + 1 for name, value in source.state_dict().items()},

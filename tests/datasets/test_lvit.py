@@ -78,5 +78,8 @@ def test_empty_description_and_bad_header_are_errors(tmp_path):
     workbook.save(root / "Train_Folder" / "Train_text.xlsx")
     with pytest.raises(InputError, match="'Image' and 'Description'"):
         read_lvit_split(root, "train")
-    with pytest.raises(InputError, match="no LViT split folder"):
+    with pytest.raises(InputError, match="nothing: no such folder"):
         lvit_to_manifest(tmp_path / "nothing", tmp_path / "m.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no LViT split folder"):
+        lvit_to_manifest(tmp_path / "empty", tmp_path / "m.csv")

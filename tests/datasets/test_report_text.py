@@ -211,5 +211,8 @@ def test_llm_load_errors_are_input_errors(tmp_path):
     from datasets.report_text.llm import LLMAligner
 
     config = load_prompt_config(CONFIGS / "llm_align_carzero.yaml")
-    with pytest.raises(InputError, match="cannot load a causal language model"):
+    with pytest.raises(FileNotFoundError, match="no model folder"):  # named before the hub client sees it
         LLMAligner.from_pretrained(str(tmp_path / "missing"), config, RuleAligner(CXR, "carzero"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="cannot load a causal language model"):
+        LLMAligner.from_pretrained(str(tmp_path / "empty"), config, RuleAligner(CXR, "carzero"))

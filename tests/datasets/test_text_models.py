@@ -35,6 +35,13 @@ def test_local_folder_loads_without_the_hub(tiny_bert_dir, monkeypatch):
     assert hidden.shape[-1] == model.config.hidden_size and model.config.vocab_size == tokenizer.vocab_size
 
 
+@pytest.mark.parametrize("path", ["/no/such/model", "./models/biomedbert", "~/no-such-model", "runs/x/text_encoder"])
+def test_a_missing_local_folder_is_named_instead_of_reaching_the_hub(path):
+    with pytest.raises(FileNotFoundError, match="no model folder") as info:
+        resolve_text_encoder(path)
+    assert info.value.filename == path
+
+
 def test_feature_cache_encodes_each_distinct_text_once_in_batches():
     calls = []
 
