@@ -246,7 +246,8 @@ def _read_series(folder: Path, *, already_hu: bool, on_problem: str) -> tuple[np
         )
         message = f"{folder} holds {len(series)} DICOM series: {listing}; expected one series per folder"
         uid = max(series, key=lambda key: len(series[key][0]))
-        _problem(message + f" (reading the largest, {uid})", on_problem, problems)
+        suffix = f" (reading the largest, {uid})" if on_problem == "warn" else "; split the folder by series"
+        _problem(message + suffix, on_problem, problems)
     else:
         uid = next(iter(series))
     files = series[uid][0]

@@ -145,10 +145,11 @@ def test_folder_with_two_series_fails_listing_them_and_warn_reads_the_largest(
     assert "2 DICOM series" in message
     assert f"{uid5} (5 slices, 'SmartScore - Gated 0.5 sec')" in message
     assert f"{uid2} (4 slices, 'Routine Brain')" in message
+    assert message.endswith("split the folder by series") and "reading the largest" not in message
 
     with caplog.at_level(logging.WARNING, logger="datasets.ct"):
         volume = read_ct(tmp_path, on_problem="warn")
-    assert "2 DICOM series" in caplog.text
+    assert "2 DICOM series" in caplog.text and f"reading the largest, {uid5}" in caplog.text
     assert volume.meta["series_uid"] == uid5
     np.testing.assert_array_equal(volume.array, read_ct(CT5N).array)
 
