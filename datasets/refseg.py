@@ -26,6 +26,7 @@ orientation (rows first, image left = patient right).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import logging
@@ -461,6 +462,15 @@ def _select(mask: np.ndarray, value: int | None) -> np.ndarray:
     return mask != 0 if value is None else mask == value
 
 
+@contextlib.contextmanager
+def _naming_the_row(row: RefSegRow) -> Iterator[None]:
+    """Add the manifest row to a reader's error: a bad file found mid-run must say which row to fix."""
+    try:
+        yield
+    except InputError as err:
+        raise InputError(f"{err} (manifest row {row.number}, row_id {row.row_id!r})") from err
+
+
 def load_sample(row: RefSegRow, preprocessing: SlicePreprocessing) -> dict[str, Any]:
     """Load and preprocess one row into the data layer's fixed-key sample dict.
 
@@ -480,15 +490,17 @@ def load_sample(row: RefSegRow, preprocessing: SlicePreprocessing) -> dict[str, 
     if row.is_volume:
         from datasets.ct import extract_slice
 
-        volume = _read_volume(row.image, preprocessing.already_hu)
-        image, geometry = preprocess_volume_slice(volume, row.slice_index, preprocessing)
+        with _naming_the_row(row):
+            volume = _read_volume(row.image, preprocessing.already_hu)
+            image, geometry = preprocess_volume_slice(volume, row.slice_index, preprocessing)
         slice_affine = np.asarray(extract_slice(volume, row.slice_index).affine, dtype=float).tolist()
         stored_mask = _volume_mask_slice(row, volume.array.shape, np.asarray(volume.affine))
     else:
-        plane, is_hu = read_2d(row.image)
+        with _naming_the_row(row):
+            plane, is_hu = read_2d(row.image)
+            stored_mask, _ = read_2d(row.mask, scale=False)
         image, geometry = prepare_2d_image(plane, preprocessing, is_hu=is_hu, source=f"{row.image} (row {row.number})")
         slice_affine = None
-        stored_mask, _ = read_2d(row.mask, scale=False)
     if stored_mask.shape != geometry.stored_shape:
         raise InputError(f"{row.mask}: mask slice shape {stored_mask.shape} does not match the image slice shape "
                          f"{geometry.stored_shape} (row {row.number}, row_id {row.row_id!r})")

@@ -161,7 +161,10 @@ class CTVolumeDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
-        hu, meta = load_preprocessed(item.path, self.preprocessing, self.cache, item.geometry)
+        try:
+            hu, meta = load_preprocessed(item.path, self.preprocessing, self.cache, item.geometry)
+        except InputError as err:  # found mid-run: say which table row to fix
+            raise InputError(f"{err} ({item.source} row {item.row}, VolumeName {item.name!r})") from err
         image = to_model_input(hu, self.preprocessing, self.crop, self.generator)  # (1, X, Y, Z)
         label = None if item.label is None else torch.from_numpy(np.asarray(item.label, dtype=np.float32))
         info = {"VolumeName": item.name, "path": str(item.path), "row": item.row, **item.meta, "affine": meta["affine"]}

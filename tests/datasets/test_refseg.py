@@ -101,7 +101,7 @@ def test_mask_with_other_geometry_is_rejected_at_load(tmp_path):
 
 def test_out_of_range_slice_index_fails_at_load(tmp_path):
     row = read_refseg_manifest(_manifest(tmp_path, [_row("r1", slice_index=9)])).rows("train")[0]
-    with pytest.raises(InputError, match="out of range"):
+    with pytest.raises(InputError, match=r"out of range.*\(manifest row 1, row_id 'r1'\)"):
         load_sample(row, SlicePreprocessing(image_size=16))
 
 

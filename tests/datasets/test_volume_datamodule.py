@@ -130,6 +130,15 @@ def test_zero_shot_module_batches(ctrate: Path) -> None:
     assert "text" not in batches[0] and data.class_names == CLASSES
 
 
+def test_a_volume_that_breaks_mid_run_names_its_table_row(ctrate: Path) -> None:
+    data = VolumeZeroShotDataModule(labels=str(ctrate / "labels.csv"), volume_root=str(ctrate / "valid"),
+                                    preprocessing=TINY, batch_size=1, crop="none")
+    data.setup("test")
+    (ctrate / "valid" / "valid_2" / "valid_2_a" / "valid_2_a_1.nii.gz").write_bytes(b"not a volume")  # after checks
+    with pytest.raises(InputError, match=r"labels\.csv row 3, VolumeName 'valid_2_a_1\.nii\.gz'\)$"):
+        list(data.test_dataloader())
+
+
 def test_zero_shot_from_the_synthetic_benchmark_registry(ctrate: Path) -> None:
     folder = ctrate / "synthetic-ct3d"
     names = [f"synth_{i:03d}.nii.gz" for i in range(12)]
