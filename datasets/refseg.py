@@ -417,7 +417,10 @@ def read_2d(path: Path, *, scale: bool = True) -> tuple[np.ndarray, bool]:
                 picture = picture.convert("L")
             array = np.asarray(picture)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise InputError(f"{path} is not a readable PNG image: {err}") from err
+        raise InputError(
+            f"{path} is not a readable 2D image (PNG, JPEG, TIFF, or .npy); volumes are read by type: NIfTI as .nii or "
+            f".nii.gz, DICOM as .dcm, a file with the DICM preamble, or a series folder ({err})"
+        ) from err
     if not scale or array.dtype == bool:
         return array.astype(np.float32), False
     return array.astype(np.float32) / (65535.0 if array.dtype.itemsize > 1 else 255.0), False

@@ -142,3 +142,12 @@ def test_all_problems_are_listed_at_once(tmp_path):
     with pytest.raises(InputError, match=r"\(3 problems\)") as info:
         read_refseg_manifest(path)
     assert "row 1" in str(info.value) and "row 2" in str(info.value) and "row 3" in str(info.value)
+
+
+def test_an_unreadable_2d_image_names_the_types_read(tmp_path):
+    from datasets.refseg import read_2d
+
+    header = tmp_path / "scan.hdr"  # an Analyze header: neither a 2D picture nor a volume type we read
+    header.write_bytes(b"\x5c\x01\x00\x00" + bytes(344))
+    with pytest.raises(InputError, match=r"scan\.hdr is not a readable 2D image .*NIfTI as \.nii or \.nii\.gz"):
+        read_2d(header)
