@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brgsa.model import BrgSA
 from datasets.ct_pipeline import CTVolumePreprocessing
 from datasets.errors import InputError
 from datasets.pretrained import (
-    StorePreprocessing,
     checkpoint_provenance,
     load_model_weights,
     load_module_weights,
@@ -28,6 +27,9 @@ from datasets.pretrained import (
     read_module_checkpoint,
     save_model_folder,
 )
+
+if TYPE_CHECKING:
+    from datasets.checkpoint_callbacks import StorePreprocessing
 
 __all__ = [
     "MODEL_TYPE", "PREPROCESSING_KEY", "export_checkpoint", "from_pretrained", "save_pretrained", "store_preprocessing"
@@ -53,6 +55,8 @@ def _check_sizes(config: Mapping[str, Any], preprocessing: CTVolumePreprocessing
 
 def store_preprocessing() -> StorePreprocessing:
     """The callback the ``brgsa`` LightningCLI adds: every checkpoint gets ``brgsa_preprocessing``."""
+    from datasets.checkpoint_callbacks import StorePreprocessing
+
     return StorePreprocessing(PREPROCESSING_KEY, CTVolumePreprocessing)
 
 

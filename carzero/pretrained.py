@@ -14,13 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carzero.model import CARZero
 from datasets.cxr_transforms import CXRPreprocessing
 from datasets.errors import InputError
 from datasets.pretrained import (
-    StorePreprocessing,
     checkpoint_provenance,
     load_model_weights,
     load_module_weights,
@@ -28,6 +27,9 @@ from datasets.pretrained import (
     read_module_checkpoint,
     save_model_folder,
 )
+
+if TYPE_CHECKING:
+    from datasets.checkpoint_callbacks import StorePreprocessing
 
 __all__ = [
     "MODEL_TYPE", "PREPROCESSING_KEY", "export_checkpoint", "from_pretrained", "save_pretrained", "store_preprocessing"
@@ -42,6 +44,8 @@ _NORMALISATION = "per-image min-max to [0, 1], then (x - mean) / std"
 
 def store_preprocessing() -> StorePreprocessing:
     """The callback the ``carzero`` LightningCLI adds: every checkpoint gets ``carzero_preprocessing``."""
+    from datasets.checkpoint_callbacks import StorePreprocessing
+
     return StorePreprocessing(PREPROCESSING_KEY, CXRPreprocessing)
 
 

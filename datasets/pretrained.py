@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from datasets.errors import InputError
@@ -37,7 +36,6 @@ __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "TEXT_ENCODER_DIR",
-    "StorePreprocessing",
     "git_commit",
     "save_model_folder",
     "read_model_config",
@@ -282,25 +280,3 @@ def checkpoint_provenance(checkpoint: str | os.PathLike, state: Mapping[str, Any
         "training_manifest": manifest,
         "extra": {"exported_from": str(checkpoint), "global_step": state.get("global_step")},
     }
-
-
-class StorePreprocessing(Callback):
-    """Write the DataModule's preprocessing into every checkpoint, for ``<model> export``.
-
-    The modules store their network's config themselves; the preprocessing belongs to the DataModule, so the
-    model's LightningCLI adds this callback. ``checkpoint[key] = datamodule.preprocessing.to_dict()`` when the
-    DataModule has a ``preprocessing`` of ``preprocessing_type``; otherwise the checkpoint is left as it is.
-
-    Args:
-        key: checkpoint key, e.g. ``"brgsa_preprocessing"``.
-        preprocessing_type: the preprocessing class the model takes (it has ``to_dict()``).
-    """
-
-    def __init__(self, key: str, preprocessing_type: type) -> None:
-        self.key = key
-        self.preprocessing_type = preprocessing_type
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        preprocessing = getattr(trainer.datamodule, "preprocessing", None)
-        if isinstance(preprocessing, self.preprocessing_type):
-            checkpoint[self.key] = preprocessing.to_dict()

@@ -1,0 +1,34 @@
+"""Lightning callbacks that make checkpoints exportable to the portable model folder (:mod:`datasets.pretrained`).
+
+Kept apart from :mod:`datasets.pretrained` so that loading a model folder for inference never imports Lightning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+__all__ = ["StorePreprocessing"]
+
+
+class StorePreprocessing(Callback):
+    """Write the DataModule's preprocessing into every checkpoint, for ``<model> export``.
+
+    The modules store their network's config themselves; the preprocessing belongs to the DataModule, so the
+    model's LightningCLI adds this callback. ``checkpoint[key] = datamodule.preprocessing.to_dict()`` when the
+    DataModule has a ``preprocessing`` of ``preprocessing_type``; otherwise the checkpoint is left as it is.
+
+    Args:
+        key: checkpoint key, e.g. ``"brgsa_preprocessing"``.
+        preprocessing_type: the preprocessing class the model takes (it has ``to_dict()``).
+    """
+
+    def __init__(self, key: str, preprocessing_type: type) -> None:
+        self.key = key
+        self.preprocessing_type = preprocessing_type
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        preprocessing = getattr(trainer.datamodule, "preprocessing", None)
+        if isinstance(preprocessing, self.preprocessing_type):
+            checkpoint[self.key] = preprocessing.to_dict()
