@@ -53,7 +53,7 @@ def resolve_text_encoder(name: str) -> str:
     if name.startswith("offline:"):
         raise ValueError(f"unknown offline text encoder {name!r}; the only offline alias is {OFFLINE_MINILM!r}")
     check_local_model_path(name)
-    return name
+    return str(Path(name).expanduser()) if name.startswith("~") else name  # from_pretrained does not expand "~"
 
 
 def check_local_model_path(name: str) -> None:

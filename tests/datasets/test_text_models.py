@@ -66,3 +66,8 @@ def test_pad_token_rows_pads_right_and_masks_the_padding():
     padded, mask = pad_token_rows([torch.ones(1, 3), 2 * torch.ones(3, 3)])
     assert padded.shape == (2, 3, 3) and mask.tolist() == [[True, False, False], [True, True, True]]
     assert padded[0, 1:].abs().sum() == 0 and torch.equal(padded[1], 2 * torch.ones(3, 3))
+
+
+def test_a_home_relative_folder_is_expanded(tiny_bert_dir, monkeypatch):
+    monkeypatch.setenv("HOME", str(tiny_bert_dir.parent))
+    assert resolve_text_encoder(f"~/{tiny_bert_dir.name}") == str(tiny_bert_dir)
