@@ -152,8 +152,7 @@ def read_ct(
         array, affine, meta = _read_nifti(source)
     else:
         array, affine, meta = _read_dicom_file(source, already_hu=already_hu)
-    if not source.name.lower().endswith(_NIFTI_SUFFIXES):
-        _check_affine(affine, source, "positive PixelSpacing and distinct slice positions")
+    _check_affine(affine, source, meta["format"])
     meta["already_hu"] = already_hu
     meta.setdefault("problems", [])
     if canonical:
@@ -209,7 +208,6 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     if array.ndim != 3:
         raise InputError(f"{path} holds a {array.ndim}D image of shape {array.shape}, expected a 3D CT volume")
     affine = np.asarray(monai_meta["affine"], dtype=np.float64)
-    _check_affine(affine, path, "a valid sform/qform with non-zero spacing")
     slope, inter = image.dataobj.slope, image.dataobj.inter
     meta = {
         "format": "nifti",
@@ -450,8 +448,10 @@ def _series_meta(header: Dataset, rescale: tuple[float | None, ...]) -> dict[str
     }
 
 
-def _check_affine(affine: np.ndarray, source: Path, expected: str) -> None:
+def _check_affine(affine: np.ndarray, source: Path, file_format: str) -> None:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        expected = ("a valid sform/qform with non-zero spacing" if file_format == "nifti"
+                    else "positive PixelSpacing and distinct slice positions")
         raise InputError(
             f"{source} has a singular or non-finite voxel-to-world affine (a voxel size of 0 or a collapsed axis): "
             f"{np.round(affine[:3], 4).tolist()}; expected {expected}"
