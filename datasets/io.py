@@ -16,6 +16,7 @@ from typing import IO, Any
 from datasets.errors import InputError
 
 __all__ = [
+    "apply_default_modes",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -23,6 +24,7 @@ __all__ = [
     "check_writable_dir",
     "ensure_writable_dir",
     "sha256_file",
+
     "ResumableRowWriter",
     "load_weights",
 ]
@@ -30,11 +32,25 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _file_mode() -> int:
-    """The mode ``open()`` gives a new file under the current umask (``mkstemp`` alone gives 0600)."""
+def _umask_mode(requested: int) -> int:
+    """``requested`` under the current umask: the mode ``open()`` (0o666) or ``mkdir`` (0o777) would give, where
+    ``mkstemp`` / ``mkdtemp`` alone give 0600 / 0700."""
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return requested & ~umask
+
+
+def apply_default_modes(folder: str | os.PathLike) -> None:
+    """Give ``folder`` and everything in it the modes ``mkdir`` / ``open()`` would under the current umask.
+
+    For folders staged with ``tempfile.mkdtemp`` (0700) and filled by writers that create 0600 files (``mkstemp``,
+    safetensors), before they are renamed into place: the result is as readable as any other output.
+    """
+    root = Path(folder)
+    root.chmod(_umask_mode(0o777))
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(_umask_mode(0o777 if path.is_dir() else 0o666))
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -95,7 +111,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
     ensure_writable_dir(target.parent if str(target.parent) else ".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, _file_mode())
+        os.fchmod(fd, _umask_mode(0o666))
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()

@@ -29,6 +29,7 @@ from typing import Any
 from torch import nn
 
 from datasets.errors import InputError
+from datasets.io import apply_default_modes
 
 __all__ = [
     "FORMAT_NAME",
@@ -142,6 +143,7 @@ def save_model_folder(
             **(dict(extra) if extra else {}),
         }
         (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        apply_default_modes(staging)  # safetensors writes 0600 files, mkdtemp a 0700 folder
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

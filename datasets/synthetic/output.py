@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
-from datasets.io import ensure_writable_dir
+from datasets.io import apply_default_modes, ensure_writable_dir
 
 __all__ = ["add_generator_arguments", "check_seed", "non_negative_int", "write_benchmark_folder"]
 
@@ -110,6 +110,7 @@ def write_benchmark_folder(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     try:
         info = write(tmp)
+        apply_default_modes(tmp)
         _install(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

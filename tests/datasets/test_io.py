@@ -47,6 +47,24 @@ def test_atomic_write_gives_the_umask_mode_and_refuses_a_folder(tmp_path):
         atomic_write_text(tmp_path / "results", "{}")
 
 
+def test_model_and_benchmark_folders_get_the_umask_mode(tmp_path):
+    from torch import nn
+
+    from datasets.pretrained import save_model_folder
+    from datasets.synthetic.output import write_benchmark_folder
+
+    previous = os.umask(0o022)
+    try:
+        model = save_model_folder(tmp_path / "model", nn.Linear(2, 2), model_type="toy", model_config={},
+                                  preprocessing={})
+        bench = tmp_path / "bench"
+        write_benchmark_folder(bench, False, lambda folder: (folder / "benchmark.json").write_text("{}") and {})
+    finally:
+        os.umask(previous)
+    assert (model.stat().st_mode & 0o777, bench.stat().st_mode & 0o777) == (0o755, 0o755)  # mkdtemp alone: 0700
+    assert (model / "model.safetensors").stat().st_mode & 0o777 == 0o644  # safetensors alone: 0600
+
+
 def test_run_fingerprint_pins_a_resumable_folder(tmp_path):
     check_run_fingerprint(tmp_path, {"model": "a", "threshold": 0.5, "size": (2, 3)})
     check_run_fingerprint(tmp_path, {"model": "a", "threshold": 0.5, "size": [2, 3]})  # the same run resumes
