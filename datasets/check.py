@@ -33,7 +33,7 @@ import numpy as np
 
 from datasets.errors import InputError
 from datasets.io import atomic_write, atomic_write_text, sha256_file
-from datasets.refseg import ManifestProblem, ParsedManifest, RefSegRow, parse_refseg_manifest, read_2d
+from datasets.refseg import FIRST_DATA_ROW, ManifestProblem, ParsedManifest, RefSegRow, parse_refseg_manifest, read_2d
 
 __all__ = ["CheckReport", "check_manifest", "write_filtered_manifest", "write_report"]
 
@@ -286,7 +286,7 @@ def write_filtered_manifest(report: CheckReport, out_csv: str | os.PathLike) -> 
     with atomic_write(out_csv, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(report.parsed.header)
-        for number, raw in enumerate(report.parsed.raw_rows, start=1):
+        for number, raw in enumerate(report.parsed.raw_rows, start=FIRST_DATA_ROW):
             if not raw or number in bad:
                 continue
             values = dict(raw)

@@ -67,6 +67,7 @@ REFSEG_COLUMNS = (
     "template_id",
 )
 SPLITS = ("train", "val", "test")
+FIRST_DATA_ROW = 2  # row numbers are spreadsheet rows: the header is row 1
 VOLUME_KINDS = ("nifti", "dicom", "dicom-series")
 PLANE_KINDS = ("png", "npy")
 _MAX_LISTED = 20
@@ -74,7 +75,11 @@ _MAX_LISTED = 20
 
 @dataclass(frozen=True)
 class ManifestProblem:
-    """One problem found in a manifest; ``row`` is the 1-based data row (None for the header or the whole file)."""
+    """One problem found in a manifest.
+
+    ``row`` is the spreadsheet row (the header is row 1, the first data row is row 2, as in every table this package
+    reads); None for the header or the whole file.
+    """
 
     file: str
     reason: str
@@ -96,7 +101,7 @@ class ManifestProblem:
 
 @dataclass(frozen=True)
 class RefSegRow:
-    """One validated manifest row; paths are resolved against the manifest's folder."""
+    """One validated manifest row (``number``: its spreadsheet row); paths are resolved against the manifest folder."""
 
     number: int
     row_id: str
@@ -331,7 +336,7 @@ def parse_refseg_manifest(path: str | os.PathLike, *, check_files: bool = True) 
     raw_rows, rows = [], []
     seen_ids: dict[str, int] = {}
     case_split: dict[str, tuple[str, int]] = {}
-    for number, cells in enumerate(table, start=1):
+    for number, cells in enumerate(table, start=FIRST_DATA_ROW):
         if not any(cell.strip() for cell in cells):
             raw_rows.append({})
             continue

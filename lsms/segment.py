@@ -103,8 +103,8 @@ def read_batch_csv(path: str | Path) -> list[SegmentationRequest]:
                 try:
                     index = int(raw_index) if raw_index else None
                 except ValueError:
-                    raise InputError(f"{path} line {number}: slice_index {raw_index!r} is not an integer") from None
-                _check_prompts([row["prompt"] or ""], f"{path} line {number}")
+                    raise InputError(f"{path} row {number}: slice_index {raw_index!r} is not an integer") from None
+                _check_prompts([row["prompt"] or ""], f"{path} row {number}")
                 grouped.setdefault((image, index), []).append(row["prompt"].strip())
     except UnicodeDecodeError as err:
         raise InputError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from err

@@ -260,11 +260,15 @@ def _validated(
         raise InputError(f"{len(class_names)} class names for {scores.shape[1]} score columns")
     if not np.isfinite(scores).all():
         row, col = np.argwhere(~np.isfinite(scores))[0]
-        raise InputError(f"score of row {row}, class {class_names[col]!r} is {scores[row, col]}; expected finite")
+        raise InputError(
+            f"scores[{row}] (0-based row), class {class_names[col]!r} is {scores[row, col]}; expected finite"
+        )
     bad = ~np.isnan(labels) & (labels != 0) & (labels != 1)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise InputError(f"label of row {row}, class {class_names[col]!r} is {labels[row, col]}; expected 0, 1 or NaN")
+        raise InputError(
+            f"labels[{row}] (0-based row), class {class_names[col]!r} is {labels[row, col]}; expected 0, 1 or NaN"
+        )
     if n_resamples < 0:
         raise InputError(f"n_resamples must be >= 0, got {n_resamples}")
     if seeding not in SEEDINGS:

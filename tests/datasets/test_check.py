@@ -91,24 +91,24 @@ def test_every_planted_problem_in_one_run(folder, capsys):
     status, quick = _run(["check", str(folder / "m.csv"), "--quick", "--report", str(folder / "quick.json")], capsys)
     assert status == 2
     assert "column 'template_id': missing column 'template_id'" in quick
-    assert "row 2 (row_id 'missing'), column 'image': file not found" in quick
-    assert "row 3 (row_id 'dicom'), column 'image': pixel data truncated" in quick
-    assert "row 4 (row_id 'shape'), column 'mask': mask shape (20, 16, 3) does not match the image shape (20, 16, 4)" \
+    assert "row 3 (row_id 'missing'), column 'image': file not found" in quick
+    assert "row 4 (row_id 'dicom'), column 'image': pixel data truncated" in quick
+    assert "row 5 (row_id 'shape'), column 'mask': mask shape (20, 16, 3) does not match the image shape (20, 16, 4)" \
         in quick
-    assert "row 5 (row_id 'notext'), column 'text': is empty" in quick
-    assert "row 8 (row_id 'split'), column 'split': got 'training'" in quick
-    assert "row 9 (row_id 'range'), column 'slice_index': slice_index 4 is out of range" in quick
-    assert "row 1 " not in quick and "'nan'" not in quick and "'cut'" not in quick and "'empty'" not in quick
+    assert "row 6 (row_id 'notext'), column 'text': is empty" in quick
+    assert "row 9 (row_id 'split'), column 'split': got 'training'" in quick
+    assert "row 10 (row_id 'range'), column 'slice_index': slice_index 4 is out of range" in quick
+    assert "row 2 " not in quick and "'nan'" not in quick and "'cut'" not in quick and "'empty'" not in quick
     report = json.loads((folder / "quick.json").read_text())
     assert report["mode"] == "quick" and report["rows"] == 10 and report["rows_with_problems"] == 6
-    assert {"row": 2, "row_id": "missing", "column": "image"}.items() <= report["problems"][1].items()
+    assert {"row": 3, "row_id": "missing", "column": "image"}.items() <= report["problems"][1].items()
 
     status, full = _run(["check", str(folder / "m.csv"), "--full", "--workers", "2"], capsys)
     assert status == 2
-    assert "row 6 (row_id 'nan'), column 'image': image has 36 NaN/inf values" in full
-    assert "row 7 (row_id 'cut'), column 'image'" in full and "could not be read as NIfTI" in full
-    assert "row 10 (row_id 'empty'), column 'mask': mask has no foreground at slice 2" in full
-    assert "row 1 " not in full and "9 problem(s) in 9 of 10 rows" not in full and "in 9 of 10 rows" in full
+    assert "row 7 (row_id 'nan'), column 'image': image has 36 NaN/inf values" in full
+    assert "row 8 (row_id 'cut'), column 'image'" in full and "could not be read as NIfTI" in full
+    assert "row 11 (row_id 'empty'), column 'mask': mask has no foreground at slice 2" in full
+    assert "row 2 " not in full and "9 problem(s) in 9 of 10 rows" not in full and "in 9 of 10 rows" in full
 
 
 def test_clean_manifest_exits_zero(folder, capsys):

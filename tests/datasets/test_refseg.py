@@ -101,21 +101,21 @@ def test_mask_with_other_geometry_is_rejected_at_load(tmp_path):
 
 def test_out_of_range_slice_index_fails_at_load(tmp_path):
     row = read_refseg_manifest(_manifest(tmp_path, [_row("r1", slice_index=9)])).rows("train")[0]
-    with pytest.raises(InputError, match=r"out of range.*\(manifest row 1, row_id 'r1'\)"):
+    with pytest.raises(InputError, match=r"out of range.*\(manifest row 2, row_id 'r1'\)"):
         load_sample(row, SlicePreprocessing(image_size=16))
 
 
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
-        ({"split": "training"}, r"row 2 \(row_id 'r2'\), column 'split': got 'training', expected one of train"),
-        ({"text": "  "}, r"row 2 \(row_id 'r2'\), column 'text': is empty"),
-        ({"slice_index": "two"}, r"row 2 \(row_id 'r2'\), column 'slice_index': got 'two', expected an integer >= 0"),
-        ({"slice_index": "-1"}, r"row 2 \(row_id 'r2'\), column 'slice_index'"),
-        ({"split": "test"}, r"row 2 \(row_id 'r2'\), column 'split': case 'case1' is in split 'test' here but in "
-                            r"'train' on row 1"),
-        ({"row_id": "r1"}, r"row 2 \(row_id 'r1'\), column 'row_id': duplicate row_id; first used on row 1"),
-        ({"image": "missing.nii.gz"}, r"row 2 \(row_id 'r2'\), column 'image': file not found"),
+        ({"split": "training"}, r"row 3 \(row_id 'r2'\), column 'split': got 'training', expected one of train"),
+        ({"text": "  "}, r"row 3 \(row_id 'r2'\), column 'text': is empty"),
+        ({"slice_index": "two"}, r"row 3 \(row_id 'r2'\), column 'slice_index': got 'two', expected an integer >= 0"),
+        ({"slice_index": "-1"}, r"row 3 \(row_id 'r2'\), column 'slice_index'"),
+        ({"split": "test"}, r"row 3 \(row_id 'r2'\), column 'split': case 'case1' is in split 'test' here but in "
+                            r"'train' on row 2"),
+        ({"row_id": "r1"}, r"row 3 \(row_id 'r1'\), column 'row_id': duplicate row_id; first used on row 2"),
+        ({"image": "missing.nii.gz"}, r"row 3 \(row_id 'r2'\), column 'image': file not found"),
         ({"format_version": "refseg-0"}, r"column 'format_version': got 'refseg-0', expected 'refseg-1'"),
         ({"mask_value": "0"}, r"column 'mask_value': got '0', expected a non-zero integer"),
         ({"mask": "x_mask.png"}, r"column 'mask': 'x_mask.png' is not a valid mask for a nifti image"),
@@ -141,7 +141,7 @@ def test_all_problems_are_listed_at_once(tmp_path):
     path = _manifest(tmp_path, [_row("r1", split="dev"), _row("r2", text=""), _row("r3", slice_index="x")])
     with pytest.raises(InputError, match=r"\(3 problems\)") as info:
         read_refseg_manifest(path)
-    assert "row 1" in str(info.value) and "row 2" in str(info.value) and "row 3" in str(info.value)
+    assert "row 2" in str(info.value) and "row 3" in str(info.value) and "row 4" in str(info.value)
 
 
 def test_an_unreadable_2d_image_names_the_types_read(tmp_path):

@@ -160,6 +160,13 @@ def batch_csv_latin1(env: Env) -> tuple[list[str], str]:
     return ["segment", str(env.model), "--batch", str(csv), "--out", str(env.out)], "batch_latin1.csv"
 
 
+def batch_csv_bad_slice_index(env: Env) -> tuple[list[str], str]:
+    """The message names the spreadsheet row (header = row 1), as every table error in the package does."""
+    csv = _write(env.tmp / "batch_slice.csv",
+                 f"image,slice_index,prompt\n{env.volume()},0,the lesion\n{env.volume()},two,the lesion\n")
+    return ["segment", str(env.model), "--batch", str(csv), "--out", str(env.out)], "batch_slice.csv row 3: slice_index"
+
+
 def _manifest_with(env: Env, transform: Callable[[list[str]], list[str]], name: str, encoding: str = "utf-8") -> Path:
     lines = (env.benchmark / "manifest.csv").read_text().splitlines()
     text = "\n".join(transform(lines)) + "\n"
@@ -251,6 +258,7 @@ CASES: list[tuple[str, Callable[[list[str]], int], Callable[[Env], tuple[list[st
     ("output folder below a file", _lsms, unwritable_output),
     ("batch CSV with wrong columns", _lsms, batch_csv_wrong_columns),
     ("Latin-1 batch CSV", _lsms, batch_csv_latin1),
+    ("batch CSV with a non-integer slice index", _lsms, batch_csv_bad_slice_index),
     ("fit on a missing manifest", _lsms, manifest_missing_for_fit),
     ("manifest with a renamed column", _datasets, manifest_wrong_columns),
     ("Latin-1 manifest", _datasets, manifest_latin1),
