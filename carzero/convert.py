@@ -12,7 +12,7 @@ Parameter names (released -> medvl), derived from the official model files:
 ========================================================  =====================================================
 ``img_encoder.model.{patch_embed,cls_token,pos_embed,``     ``vision.*`` (same timm-style names)
 ``blocks.N.*,norm}``
-``text_encoder.model.*`` (Hugging Face BERT)               ``text.model.*`` (``pooler.*`` dropped: unused)
+``text_encoder.model.*`` (Hugging Face BERT)               ``text.model.*`` (``pooler.*`` kept, frozen: unused)
 ``fusion_module.decoder_norm`` (= ``decoder.norm``)         ``fusion.norm``
 ``fusion_module.decoder.layers.N.multihead_attn``           ``fusion.layers.N.cross_attn``
 ``fusion_module.decoder.layers.N.norm2`` / ``norm3``        ``fusion.layers.N.norm1`` / ``norm2`` (pre-norms)
@@ -151,7 +151,7 @@ def _target_name(key: str) -> str | None:
         return "vision." + key[len("img_encoder.model."):]
     if key.startswith("text_encoder.model."):
         rest = key[len("text_encoder.model."):]
-        return None if rest.startswith("pooler.") or rest == "embeddings.position_ids" else "text.model." + rest
+        return None if rest == "embeddings.position_ids" else "text.model." + rest
     if key in ("fusion_module.decoder_norm.weight", "fusion_module.decoder_norm.bias"):
         return "fusion.norm." + key.rsplit(".", 1)[1]
     if key.startswith("fusion_module.decoder.norm.") or key == "fusion_module.logit_scale":

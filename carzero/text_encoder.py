@@ -89,9 +89,10 @@ class TextEncoder(nn.Module):
         self.tokenizer, model, path = load_text_model(model_name_or_path, trust_remote_code)
         # from_pretrained returns the model in eval mode; follow nn.Module's convention (train until .eval())
         self.model = model.train()
-        if getattr(self.model, "pooler", None) is not None:
-            # the pooled output is never used; dropping the pooler keeps every parameter trainable (DDP-safe)
-            self.model.pooler = None
+        if isinstance(getattr(self.model, "pooler", None), nn.Module):
+            # the pooled output is never used: frozen, the pooler gets no gradient (DDP-safe) and stays in the state
+            # dict, so saved model folders reload through transformers without a "pooler MISSING" report
+            self.model.pooler.requires_grad_(False)
         num_layers = self.model.config.num_hidden_layers
         if not 1 <= last_n_layers <= num_layers:
             raise ValueError(

@@ -78,8 +78,6 @@ def released(bert_768) -> tuple[CARZero, dict[str, torch.Tensor]]:
     state["CARZero.fusion_module.decoder.norm.weight"] = state["CARZero.fusion_module.decoder_norm.weight"].clone()
     state["CARZero.fusion_module.decoder.norm.bias"] = state["CARZero.fusion_module.decoder_norm.bias"].clone()
     state["CARZero.fusion_module.logit_scale"] = torch.tensor(2.6593)
-    state["CARZero.text_encoder.model.pooler.dense.weight"] = torch.randn(768, 768)
-    state["CARZero.text_encoder.model.pooler.dense.bias"] = torch.randn(768)
     return net, state
 
 
@@ -96,7 +94,8 @@ def test_released_names_at_paper_shapes_convert_to_the_same_model(tmp_path, rele
     converted, preprocessing, config = from_pretrained(tmp_path / "model")
     assert config["model"]["fusion_layers"] == 4 and config["model"]["head_hidden_dims"] == [1024, 512, 256]
     assert config["model"]["image_size"] == 32 and preprocessing.image_size == 32
-    assert len(config["conversion"]["dropped_unused"]) == 4 * 6 + 2 + 1 + 2
+    assert len(config["conversion"]["dropped_unused"]) == 4 * 6 + 2 + 1
+    assert "CARZero.text_encoder.model.pooler.dense.weight" in state  # kept (frozen), as in the released BERT
     assert torch.equal(converted.fusion.layers[2].norm1.weight,
                        state["CARZero.fusion_module.decoder.layers.2.norm2.weight"])
     for name, tensor in net.state_dict().items():

@@ -169,3 +169,13 @@ def test_prompt_file_replaces_the_benchmark_prompts(tmp_path, bench, model_dir, 
     status = main(["zeroshot", *args, "--prompts", str(partial), "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err
     assert status == 2 and "must prompt every class" in err and not (tmp_path / "bad").exists()
+
+
+def test_a_saved_model_reloads_without_a_transformers_load_report(model_dir, capfd):
+    """The unused BERT pooler is kept frozen, so the saved text encoder is complete: transformers reports nothing."""
+    capfd.readouterr()
+    net, _, _ = from_pretrained(model_dir)
+    err = capfd.readouterr().err
+    assert "LOAD REPORT" not in err and "MISSING" not in err, err
+    pooler = net.text.model.pooler
+    assert pooler is not None and not any(parameter.requires_grad for parameter in pooler.parameters())
