@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
-from datasets.benchmarks import ADAPTERS, load_benchmark, read_prompt_file
+from datasets.benchmarks import ADAPTERS, load_benchmark, read_labels, read_prompt_file
 from datasets.errors import InputError
 from datasets.io import ResumableRowWriter, check_run_fingerprint, ensure_writable_dir, sha256_file
 from datasets.labels.base import LabelSet
@@ -105,6 +106,20 @@ def read_class_prompts(path: str | Path, class_names: list[str]) -> dict[str, li
     return prompts
 
 
+def _parse_adapter_options(pairs: list[str]) -> dict[str, Any]:
+    """``["classes=[Atelectasis, Edema]", "uncertainty=ones"]`` -> options; values are read as YAML."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--adapter-option {pair!r}: expected KEY=VALUE, e.g. uncertainty=ones")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise InputError(f"--adapter-option {pair!r}: the value is not valid YAML ({err})") from err
+    return parsed
+
+
 def _task_from_labels(options: argparse.Namespace) -> ZeroShotTask:
     missing = [flag for flag, value in (("--adapter", options.adapter), ("--images", options.images),
                                          ("--prompts", options.prompts)) if value is None]
@@ -115,7 +130,8 @@ def _task_from_labels(options: argparse.Namespace) -> ZeroShotTask:
     table = Path(options.labels)
     if not table.is_file():
         raise FileNotFoundError(2, "no label table", str(table))
-    labels = ADAPTERS[options.adapter]({"labels": table}, {})
+    adapter_options = _parse_adapter_options(options.adapter_option or [])
+    labels = read_labels(options.adapter, {"labels": table}, adapter_options, "--adapter-option")
     sources = {"labels": table}
     if options.split_list:
         labels = labels.select_images(read_image_list(options.split_list), f"the split list {options.split_list}")
@@ -150,6 +166,8 @@ def resolve_task(options: argparse.Namespace) -> ZeroShotTask:
             raise InputError("give --benchmark NAME --data-root DIR or --labels TABLE ..., not both")
         if options.data_root is None:
             raise InputError(f"--benchmark {options.benchmark} needs --data-root DIR (the folder holding its files)")
+        if options.adapter_option:
+            raise InputError("--adapter-option goes with --labels; a benchmark's options are set in its YAML")
         try:
             bench = load_benchmark(options.benchmark, options.data_root, check_counts=not options.no_check_counts)
         except KeyError as err:
@@ -306,6 +324,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", help=f"label-table format: one of {sorted(ADAPTERS)}")
     parser.add_argument("--images", help="folder the label table's image ids are relative to")
     parser.add_argument("--split-list", help="image list selecting the rows of --labels (e.g. test_list.txt)")
+    parser.add_argument(
+        "--adapter-option", action="append", metavar="KEY=VALUE",
+        help="an option of --adapter, value read as YAML; repeatable. chexpert.csv: uncertainty=ignore|u_ones|u_zeros, "
+        "blank=zeros|ignore, classes=[...]; chexpert.test: classes=[...]; padchest: rarest=N",
+    )
     parser.add_argument("--prompts", help="prompt file (one line per class, or JSON class -> prompt); required with "
                         "--labels, replaces a benchmark's own prompts with --benchmark")
     parser.add_argument("--negative-prompts", help="negative prompt file: score = softmax over (positive, negative)")

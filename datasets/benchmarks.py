@@ -33,9 +33,11 @@ from datasets.labels.base import LabelSet
 __all__ = [
     "CONFIG_DIR",
     "ADAPTERS",
+    "ADAPTER_OPTIONS",
     "Benchmark",
     "list_benchmarks",
     "load_benchmark",
+    "read_labels",
     "read_prompt_file",
 ]
 
@@ -75,6 +77,8 @@ def _padchest(sources: Mapping[str, Path], options: Mapping[str, Any]) -> LabelS
 
 def _openi(sources: Mapping[str, Path], options: Mapping[str, Any]) -> LabelSet:
     table = openi.read_openi_custom_csv(sources["labels"])
+    if "image_list" not in sources:  # a custom table (carzero zeroshot --labels): every row is evaluated
+        return table
     return table.select_images(openi.read_openi_image_list(sources["image_list"]), str(sources["image_list"]))
 
 
@@ -102,6 +106,39 @@ ADAPTERS: dict[str, Adapter] = {
     "ct-rate-lt": _ctrate_lt,
     "rad-chestct": lambda sources, options: radchestct.read_radchestct_labels(sources["labels"]),
 }
+# The options each adapter takes (a benchmark YAML's ``options``, ``carzero zeroshot --adapter-option KEY=VALUE``).
+ADAPTER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "chexpert.test": ("classes",),
+    "chexpert.csv": ("uncertainty", "blank", "classes"),
+    "padchest": ("rarest",),
+    "ct-rate": ("layout",),
+    "ct-rate-lt": ("layout",),
+}
+
+
+def read_labels(adapter: str, sources: Mapping[str, Path], options: Mapping[str, Any], where: str) -> LabelSet:
+    """Read a label table with a registered adapter.
+
+    Args:
+        adapter: a key of :data:`ADAPTERS`.
+        sources: the adapter's files (``labels``, and e.g. ``split_list`` or ``image_list``).
+        options: the adapter's options, a subset of :data:`ADAPTER_OPTIONS` ``[adapter]``.
+        where: what to blame in errors about ``options`` (a YAML file, a command-line flag).
+
+    Raises:
+        InputError: an unknown adapter, an option the adapter does not take or a bad option value (both named with
+            ``where``), and the adapter's own errors.
+    """
+    if adapter not in ADAPTERS:
+        raise InputError(f"{where}: unknown adapter {adapter!r}; available adapters: {sorted(ADAPTERS)}")
+    accepted = ADAPTER_OPTIONS.get(adapter, ())
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise InputError(f"{where}: adapter {adapter!r} takes no option {unknown}; it takes {list(accepted) or 'none'}")
+    try:
+        return ADAPTERS[adapter](sources, options)
+    except (TypeError, ValueError) as err:  # a value of the wrong type or outside the reader's choices
+        raise InputError(f"{where}: bad option for adapter {adapter!r}: {err}") from err
 
 
 @dataclass
@@ -256,7 +293,7 @@ def load_benchmark(
     negatives = None
     if config.get("negative_prompts"):
         negatives = _prompts(config, "negative_prompts", path, config_dir, classes)
-    labels = ADAPTERS[config["adapter"]](sources, config.get("options") or {})
+    labels = read_labels(config["adapter"], sources, config.get("options") or {}, f"{path}: options")
     extra = [c for c in labels.class_names if c not in classes]
     if extra or [c for c in classes if c in labels.class_names] != labels.class_names:
         raise InputError(f"{path}: the adapter gives classes {labels.class_names}, not a subset of `classes` in order")

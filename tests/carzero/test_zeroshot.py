@@ -171,6 +171,52 @@ def test_prompt_file_replaces_the_benchmark_prompts(tmp_path, bench, model_dir, 
     assert status == 2 and "must prompt every class" in err and not (tmp_path / "bad").exists()
 
 
+def _two_images(bench: Path, folder: Path, names: list[str]) -> None:
+    folder.mkdir()
+    for source, name in zip(read_image_list(bench / "test_list.txt"), names):
+        shutil.copy(bench / "images" / source, folder / name)
+
+
+def test_openi_custom_table_without_an_image_list(tmp_path, bench, model_dir):
+    """``--adapter openi`` on a custom.csv alone evaluates all its rows (the benchmark YAML adds an image list)."""
+    _two_images(bench, tmp_path / "images", ["CXR1_1_IM-0001-3001.png", "CXR2_IM-0652-1001.png"])
+    (tmp_path / "custom.csv").write_text(
+        "uid,file_name,labels_major,labels_automatic\nCXR1,CXR1_1_IM-0001-3001.png,normal,\n"
+        'CXR2,CXR2_IM-0652-1001.png,Cardiomegaly,"cardiomegaly;Atelectasis, Basilar"\n'
+    )
+    (tmp_path / "p.json").write_text(json.dumps({"Atelectasis": "There is atelectasis",
+                                                 "Cardiomegaly": "There is cardiomegaly"}))
+    out = tmp_path / "zs"
+    assert main(["zeroshot", str(model_dir), "--labels", str(tmp_path / "custom.csv"), "--adapter", "openi",
+                 "--images", str(tmp_path / "images"), "--prompts", str(tmp_path / "p.json"), "--out", str(out)]) == 0
+    rows = read_csv(out / "scores.csv")
+    assert [row["image_id"] for row in rows] == ["CXR1_1_IM-0001-3001", "CXR2_IM-0652-1001"]
+    assert list(rows[0]) == ["image_id", "Atelectasis", "Cardiomegaly"]
+
+
+def test_adapter_options_choose_the_classes_of_a_chexpert_test_table(tmp_path, bench, model_dir, capsys):
+    _two_images(bench, tmp_path / "images", ["a.png", "b.png"])
+    (tmp_path / "test.csv").write_text("Path,Atelectasis,Cardiomegaly\na.png,1,0\nb.png,0,1\n")
+    (tmp_path / "p.json").write_text(json.dumps({"Atelectasis": "There is atelectasis",
+                                                 "Cardiomegaly": "There is cardiomegaly"}))
+    args = ["zeroshot", str(model_dir), "--labels", str(tmp_path / "test.csv"), "--adapter", "chexpert.test",
+            "--images", str(tmp_path / "images"), "--prompts", str(tmp_path / "p.json")]
+    # the default classes are CheXpert's five competition tasks, so this table is refused ...
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    assert "missing column(s) ['Consolidation', 'Edema', 'Pleural Effusion']" in capsys.readouterr().err
+    # ... unless the option names the classes it holds
+    out = tmp_path / "zs"
+    assert main([*args, "--adapter-option", "classes=[Atelectasis, Cardiomegaly]", "--out", str(out)]) == 0
+    assert [list(row.values())[0] for row in read_csv(out / "scores.csv")] == ["a.png", "b.png"]
+    for option, message in [
+        ("rarest=3", "adapter 'chexpert.test' takes no option ['rarest']; it takes ['classes']"),
+        ("classes=[Banana]", "bad option for adapter 'chexpert.test'"),
+        ("classes", "expected KEY=VALUE"),
+    ]:
+        assert main([*args, "--adapter-option", option, "--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_a_saved_model_reloads_without_a_transformers_load_report(model_dir, capfd):
     """The unused BERT pooler is kept frozen, so the saved text encoder is complete: transformers reports nothing."""
     capfd.readouterr()
