@@ -199,7 +199,7 @@ def _preprocessing(options: argparse.Namespace) -> CTVolumePreprocessing:
         if given:
             raise InputError(f"--config {options.config} cannot be combined with {sorted(given)}; edit the JSON")
         try:
-            data = json.loads(Path(options.config).read_text(encoding="utf-8"))
+            data = json.loads(Path(options.config).read_text(encoding="utf-8-sig"))
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"--config {options.config}: not a readable JSON file: {err}") from err
         if not isinstance(data, dict):

@@ -49,7 +49,7 @@ def read_prompt_file(path: str | Path) -> list[str]:
         raise FileNotFoundError(2, "no prompt file", str(path))
     if path.suffix == ".json":
         try:
-            content = json.loads(path.read_text(encoding="utf-8"))
+            content = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as err:
             raise InputError(f"{path} is not valid JSON: {err}") from err
         if isinstance(content, dict):
@@ -64,7 +64,7 @@ def read_prompt_file(path: str | Path) -> list[str]:
             raise InputError(f"{path} must hold a list of prompt strings or an object {{index: prompt}}")
         prompts = content
     else:
-        prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     if not prompts:
         raise InputError(f"{path} holds no prompts")
     return prompts

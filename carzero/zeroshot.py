@@ -89,7 +89,7 @@ def read_class_prompts(path: str | Path, class_names: list[str]) -> dict[str, li
             )
         return dict(zip(class_names, lines))
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
+        content = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise InputError(f"prompt file {path} is not valid JSON: {err}") from err
     if not isinstance(content, dict) or not content:

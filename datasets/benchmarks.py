@@ -215,7 +215,7 @@ def read_prompt_file(path: str | os.PathLike) -> list[list[str]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "no prompt file", str(path))
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     return [
         [text.strip() for text in line.split(_PROMPT_SEPARATOR.strip()) if text.strip()]
         for line in lines

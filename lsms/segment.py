@@ -89,7 +89,7 @@ def read_batch_csv(path: str | Path) -> list[SegmentationRequest]:
     """
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
             missing = [column for column in ("image", "slice_index", "prompt") if column not in header]

@@ -56,7 +56,7 @@ def read_chestxdet10_json(path: str | os.PathLike) -> LabelSet:
     if not path.is_file():
         raise FileNotFoundError(2, "no label file", str(path))
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is skipped
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path} is not a readable JSON file: {err}") from err
     if not isinstance(entries, list):

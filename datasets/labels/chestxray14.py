@@ -93,7 +93,7 @@ def read_image_list(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(2, "no image list", str(path))
     names: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -120,7 +120,7 @@ def read_chexnet_list(path: str | os.PathLike) -> LabelSet:
         raise FileNotFoundError(2, "no label list", str(path))
     ids, relpaths, rows, meta = [], [], [], []
     seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue

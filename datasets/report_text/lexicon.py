@@ -79,7 +79,7 @@ def prompt_names(prompt_file: str, classes: tuple[str, ...]) -> dict[str, str]:
         InputError: the file's line count differs from the class count, or a line does not start "There is ".
     """
     path = PROMPT_DIR / prompt_file
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if len(lines) != len(classes):
         raise InputError(f"{path}: {len(lines)} prompts for {len(classes)} classes {list(classes)}")
