@@ -51,7 +51,7 @@ class TextEncoder(nn.Module):
 
         encoder = TextEncoder("offline:all-MiniLM-L6-v2")
         tokens, sentences = encoder(["There is pleural effusion"])
-        tokens.shape, sentences.shape  # torch.Size([1, 7, 384]), torch.Size([1, 384])
+        tokens.shape, sentences.shape  # torch.Size([1, 10, 384]), torch.Size([1, 384])
     """
 
     def __init__(

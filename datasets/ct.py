@@ -152,7 +152,7 @@ def read_ct(
         array, affine, meta = _read_nifti(source)
     else:
         array, affine, meta = _read_dicom_file(source, already_hu=already_hu)
-    _check_affine(affine, source, meta["format"])
+    _check_affine(affine, source, meta)
     meta["already_hu"] = already_hu
     meta.setdefault("problems", [])
     if canonical:
@@ -448,13 +448,20 @@ def _series_meta(header: Dataset, rescale: tuple[float | None, ...]) -> dict[str
     }
 
 
-def _check_affine(affine: np.ndarray, source: Path, file_format: str) -> None:
+_PROJECTION_MODALITIES = ("CR", "DX", "RG", "MG", "XA", "RF", "PX", "IO")  # radiographs: no 3D voxel geometry
+
+
+def _check_affine(affine: np.ndarray, source: Path, meta: dict[str, Any]) -> None:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        expected = ("a valid sform/qform with non-zero spacing" if file_format == "nifti"
+        expected = ("a valid sform/qform with non-zero spacing" if meta["format"] == "nifti"
                     else "positive PixelSpacing and distinct slice positions")
+        hint = ""
+        if meta.get("modality") in _PROJECTION_MODALITIES:
+            hint = (f". Its Modality is {meta['modality']}: a projection radiograph, not a CT slice; chest radiographs "
+                    "are read by datasets.cxr.read_cxr (carzero)")
         raise InputError(
             f"{source} has a singular or non-finite voxel-to-world affine (a voxel size of 0 or a collapsed axis): "
-            f"{np.round(affine[:3], 4).tolist()}; expected {expected}"
+            f"{np.round(affine[:3], 4).tolist()}; expected {expected}{hint}"
         )
 
 

@@ -258,7 +258,8 @@ def test_singular_affine_is_an_input_error_naming_the_file(tmp_path):
 
 def test_zero_pixel_spacing_is_an_error_naming_the_file() -> None:
     path = get_testdata_file("RG1_J2KR.dcm")  # a real radiograph from pydicom-data whose PixelSpacing is 0
-    with pytest.raises(InputError, match=r"RG1_J2KR\.dcm has a singular .* expected positive PixelSpacing"):
+    with pytest.raises(InputError, match=r"RG1_J2KR\.dcm has a singular .* expected positive PixelSpacing.* Its "
+                       r"Modality is CR: a projection radiograph, not a CT slice; .* datasets\.cxr\.read_cxr"):
         read_ct(path)
 
 
