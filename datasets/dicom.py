@@ -26,6 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import (
     UID,
+    JPEGExtended12Bit,
     JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
@@ -106,7 +107,8 @@ def require_decoder(ds: Dataset, path: Path) -> None:
     Raises:
         InputError: the dataset has no pixel data, or uses a transfer syntax pydicom does not know.
         MissingDependencyError: JPEG 2000 / HTJ2K without ``pylibjpeg-openjpeg`` (extra ``dicom``).
-        DicomDecoderMissingError: JPEG Lossless or JPEG-LS without a decoder (packages named in the message).
+        DicomDecoderMissingError: JPEG Lossless, JPEG-LS or 12-bit JPEG Extended without a decoder (packages named in
+            the message).
     """
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         sop = ds.get("SOPClassUID")
@@ -117,16 +119,20 @@ def require_decoder(ds: Dataset, path: Path) -> None:
         decoder = get_decoder(ts)
     except NotImplementedError as err:
         raise InputError(f"{path} uses transfer syntax {ts} ({ts.name}), which pydicom cannot decode") from err
-    if decoder.is_available:
+    # Pillow decodes JPEG Extended only at 8 bits; 12-bit data (common in older CT/CR archives) needs another plugin
+    bits = int(ds.get("BitsStored", 8) or 8)
+    pillow_only_12_bit = ts == JPEGExtended12Bit and bits > 8 and set(decoder.available_plugins) <= {"pillow"}
+    if decoder.is_available and not pillow_only_12_bit:
         return
-    what = f"{path} is compressed with {ts.name} ({ts})"
-    if ts in _JPEG_LOSSLESS or ts in _JPEG_LS:
+    what = f"{path} is compressed with {ts.name} ({ts})" + (f" at {bits} bits" if pillow_only_12_bit else "")
+    if ts in _JPEG_LOSSLESS or ts in _JPEG_LS or pillow_only_12_bit:
         options = "`pip install pylibjpeg pylibjpeg-libjpeg` (GPL-3.0 licence, so medvl does not install it) or " \
             "`pip install python-gdcm`"
         if ts in _JPEG_LS:
             options += " or `pip install pyjpegls`"
+        installed = " (Pillow, installed, decodes it only at 8 bits)" if pillow_only_12_bit else ""
         raise DicomDecoderMissingError(
-            f"{what}, which no installed decoder handles; install one yourself: {options}",
+            f"{what}, which no installed decoder handles{installed}; install one yourself: {options}",
             package="pylibjpeg-libjpeg",
         )
     if ts.is_compressed and "JPEG 2000" in ts.name:

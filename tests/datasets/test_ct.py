@@ -14,6 +14,7 @@ from nibabel.testing import data_path as nibabel_data
 from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut, apply_rescale
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.uid import JPEGExtended12Bit
 
 from datasets.ct import CTVolume, extract_slice, read_ct
 from datasets.errors import InputError, MissingDependencyError
@@ -202,6 +203,20 @@ def test_jpeg_lossless_decodes_or_names_what_to_install() -> None:
     assert path in message
     assert "JPEG Lossless" in message
     assert "pylibjpeg-libjpeg" in message and "GPL-3.0" in message and "python-gdcm" in message
+
+
+def test_12_bit_jpeg_extended_decodes_or_names_what_to_install(caplog: pytest.LogCaptureFixture) -> None:
+    """Pillow, the plugin installed by default, decodes JPEG Extended only at 8 bits; this file holds 12-bit data."""
+    path = get_testdata_file("JPEG-lossy.dcm")
+    if set(get_decoder(JPEGExtended12Bit).available_plugins) - {"pillow"}:
+        assert read_ct(path).array.size == 1024 * 256
+        return
+    with pytest.raises(MissingDependencyError) as info:
+        read_ct(path)
+    message = str(info.value)
+    assert path in message and "JPEG Extended" in message and "at 12 bits" in message and "only at 8 bits" in message
+    assert "pylibjpeg-libjpeg" in message and "python-gdcm" in message
+    assert "Traceback" not in caplog.text  # refused before pydicom tries (and logs) a decode
 
 
 def test_truncated_dicom_names_the_file() -> None:
