@@ -56,6 +56,8 @@ class BrgSADataModule(L.LightningDataModule):
         layout: ``"nested"`` (CT-RATE's folders) or ``"flat"``. Defaults to "nested".
         metadata: CT-RATE ``*_metadata.csv`` of the training volumes (spacing, rescale). Defaults to None.
         section: report text of a CT-RATE report table. Defaults to "findings+impression".
+        skip_empty_reports: leave out, with a warning counting them, the rows with no text (an empty ``section``, or
+            an empty list from ``brgsa summarize --allow-empty``) instead of failing. Defaults to False.
         val_labels: CT-RATE-format label CSV of the ``val`` volumes. Defaults to None.
         val_benchmark: registered benchmark for validation instead of ``val_labels``. Defaults to None.
         val_data_root: ``{data_root}`` of ``val_benchmark``. Defaults to None.
@@ -85,6 +87,7 @@ class BrgSADataModule(L.LightningDataModule):
         layout: str = "nested",
         metadata: str | None = None,
         section: str = "findings+impression",
+        skip_empty_reports: bool = False,
         val_labels: str | None = None,
         val_benchmark: str | None = None,
         val_data_root: str | None = None,
@@ -111,8 +114,8 @@ class BrgSADataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["preprocessing"])
         self.pairs = VolumeReportDataModule(
             reports, volume_root, split_file=split_file, layout=layout, metadata=metadata, section=section,
-            preprocessing=preprocessing, val_crop=val_crop, cache_dir=cache_dir, batch_size=batch_size,
-            num_workers=num_workers, seed=seed,
+            skip_empty_reports=skip_empty_reports, preprocessing=preprocessing, val_crop=val_crop, cache_dir=cache_dir,
+            batch_size=batch_size, num_workers=num_workers, seed=seed,
         )
         self.preprocessing = self.pairs.preprocessing
         self.val_labels = val_labels

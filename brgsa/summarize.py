@@ -7,8 +7,9 @@ report table, with the rule-based aligner (:mod:`datasets.report_text.rules`, mo
 PATH``) that falls back to the rules row by row. Output columns: the key (``VolumeName`` for CT-RATE), ``sentences``
 (a JSON list) and provenance (:mod:`datasets.report_text.batch`).
 
-A report that yields no sentence is an error naming its row, unless ``--allow-empty`` (then an empty list is written
-and counted). Reports must stay on local models; see ``docs/prompt_alignment.md``.
+A report that yields no sentence, or whose section is empty, is an error naming its row, unless ``--allow-empty``
+(then an empty list is written and counted; train with ``skip_empty_reports: true`` to leave those volumes out).
+Reports must stay on local models; see ``docs/prompt_alignment.md``.
 
 Example::
 
@@ -37,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_arguments(parser, DEFAULT_CONFIG)
     parser.add_argument("--allow-empty", action="store_true",
-                        help="write an empty list for a report that yields no sentence instead of failing")
+                        help="write an empty list for a report that is empty or yields no sentence, instead of "
+                        "failing (training leaves such rows out with data.skip_empty_reports: true)")
     return parser
 
 

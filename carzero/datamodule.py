@@ -62,6 +62,8 @@ class CARZeroDataModule(L.LightningDataModule):
         text_sampling: ``"report"`` (the whole section per image) or ``"sentence"`` (one random sentence of it per
             step, as CARZero's training; with ``carzero align-prompts`` output appended, the pool holds the report's
             sentences and its "There is <finding>" sentences). Defaults to ``"report"``.
+        skip_empty_reports: leave out, with a warning counting them, the training rows whose ``section`` is empty
+            (e.g. MIMIC-CXR reports without IMPRESSION) instead of failing. Defaults to False.
         batch_size: training batch size. Defaults to 32.
         val_batch_size: validation/test batch size. Defaults to 64.
         num_workers: DataLoader worker processes. Defaults to 0.
@@ -98,6 +100,7 @@ class CARZeroDataModule(L.LightningDataModule):
         intensity_jitter: float = 0.0,
         shuffle_reports: bool = False,
         text_sampling: str = "report",
+        skip_empty_reports: bool = False,
         batch_size: int = 32,
         val_batch_size: int = 64,
         num_workers: int = 0,
@@ -113,7 +116,7 @@ class CARZeroDataModule(L.LightningDataModule):
             manifest, image_root=image_root, section=section, train_split=train_split, image_size=image_size,
             channels=channels, mean=mean, std=std, rotate_deg=rotate_deg, translate=translate, scale=scale,
             intensity_jitter=intensity_jitter, batch_size=batch_size, num_workers=num_workers, seed=seed,
-            text_sampling=text_sampling,
+            text_sampling=text_sampling, skip_empty_reports=skip_empty_reports,
         )
         self.zeroshot = ZeroShotDataModule(
             benchmark=val_benchmark, data_root=val_data_root, labels=val_labels, adapter=val_adapter,
@@ -167,7 +170,7 @@ class CARZeroDataModule(L.LightningDataModule):
             InputError: a bad manifest or label table, or images absent from their folders (named in the message).
         """
         if stage in (None, "fit"):
-            reports = read_pairs_manifest(self.pairs.manifest, section=self.pairs.section)
+            reports = read_pairs_manifest(self.pairs.manifest, section=self.pairs.section, on_empty=self.pairs.on_empty)
             train = reports.split(self.pairs.splits["train"])
             paths = [self.pairs.image_root / relpath for relpath in train.image_relpaths]
             check_image_files(train.image_ids, paths, f"the manifest {self.pairs.manifest}", self.pairs.image_root)

@@ -180,6 +180,8 @@ class ImageReportDataModule(L.LightningDataModule):
         seed: seed of shuffling and augmentation. Defaults to 0.
         text_sampling: training text of an image: ``"report"`` (the whole section) or ``"sentence"`` (one random
             sentence of it per step, as CARZero). Defaults to ``"report"``.
+        skip_empty_reports: leave out, with a warning counting them, the rows whose ``section`` is empty (e.g.
+            MIMIC-CXR reports without IMPRESSION) instead of failing. Defaults to False.
 
     Example::
 
@@ -209,6 +211,7 @@ class ImageReportDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         text_sampling: str = "report",
+        skip_empty_reports: bool = False,
     ) -> None:
         super().__init__()
         check_loader_options(batch_size, num_workers)
@@ -218,6 +221,7 @@ class ImageReportDataModule(L.LightningDataModule):
         self.manifest = manifest
         self.image_root = Path(image_root) if image_root is not None else Path(manifest).parent
         self.section = section
+        self.on_empty = "skip" if skip_empty_reports else "error"
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.preprocessing = CXRPreprocessing(image_size, channels, mean, std, rotate_deg, translate, scale,
                                               intensity_jitter)
@@ -242,7 +246,7 @@ class ImageReportDataModule(L.LightningDataModule):
             InputError: an invalid manifest, a split with no rows, or images absent from ``image_root`` (the message
                 names the folder and lists the first missing ids).
         """
-        reports = read_pairs_manifest(self.manifest, section=self.section)
+        reports = read_pairs_manifest(self.manifest, section=self.section, on_empty=self.on_empty)
         roles = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for role in roles.get(stage, ("train", "val", "test")):
             self.datasets[role] = self._dataset(reports, role)

@@ -46,6 +46,7 @@ __all__ = [
     "PAIRS_COLUMNS",
     "CTRATE_REPORT_COLUMNS",
     "SECTIONS",
+    "ON_EMPTY",
     "ReportSet",
     "read_pairs_manifest",
     "read_ctrate_reports",
@@ -55,6 +56,7 @@ PAIRS_FORMAT_VERSION = "pairs-1"
 PAIRS_COLUMNS = ("format_version", "image", "findings", "impression", "view", "split", "subject_id", "study_id")
 CTRATE_REPORT_COLUMNS = ("VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN")
 SECTIONS = ("findings", "impression", "findings+impression")
+ON_EMPTY = ("error", "skip", "keep")  # what the readers do with a row whose chosen section is empty
 
 logger = logging.getLogger(__name__)
 
@@ -107,27 +109,56 @@ class ReportSet:
                    "meta": {"image_id": image_id, **meta}}
 
 
-def _text(path: Path, row: TableRow, section: str, findings_col: str, impression_col: str) -> str:
+def _text(path: Path, row: TableRow, section: str, findings_col: str, impression_col: str, on_empty: str) -> str:
     findings, impression = row.values[findings_col], row.values[impression_col]
     chosen = {
         "findings": findings,
         "impression": impression,
         "findings+impression": "\n".join(part for part in (findings, impression) if part),
     }[section]
-    if not chosen:
+    if not chosen and on_empty == "error":
         both = f"{findings_col}+{impression_col}"
         columns = {"findings": findings_col, "impression": impression_col}.get(section, both)
-        raise InputError(f"{path}: row {row.number}, column {columns!r}: empty report text (section {section!r})")
+        raise InputError(
+            f"{path}: row {row.number}, column {columns!r}: empty report text (section {section!r}); to accept such "
+            "rows, set skip_empty_reports: true (training data modules) or pass --allow-empty (summarize, "
+            "align-prompts)"
+        )
     return chosen
 
 
-def _check_section(section: str) -> None:
+def _check_options(section: str, on_empty: str) -> None:
     if section not in SECTIONS:
         raise ValueError(f"section must be one of {SECTIONS}, got {section!r}")
+    if on_empty not in ON_EMPTY:
+        raise ValueError(f"on_empty must be one of {ON_EMPTY}, got {on_empty!r}")
+
+
+def _apply_on_empty(reports: ReportSet, section: str, on_empty: str) -> ReportSet:
+    """Leave out (``skip``) or keep (``keep``) the rows whose chosen section is empty, logging how many there are."""
+    empty = [i for i, text in enumerate(reports.texts) if not text]
+    if not empty:
+        return reports
+    rows = [reports.meta[i]["row"] for i in empty]
+    shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+    if on_empty == "keep":
+        logger.warning("%s: %d of %d rows have no %s text (rows %s)", reports.source, len(empty), len(reports),
+                       section, shown)
+        return reports
+    if len(empty) == len(reports):
+        raise InputError(f"{reports.source}: every row's {section} text is empty; choose another section")
+    logger.warning("%s: %d of %d rows have no %s text and are left out (rows %s)", reports.source, len(empty),
+                   len(reports), section, shown)
+    keep = [i for i in range(len(reports)) if reports.texts[i]]
+    return ReportSet(
+        [reports.image_ids[i] for i in keep], [reports.image_relpaths[i] for i in keep],
+        [reports.texts[i] for i in keep], [reports.meta[i] for i in keep], reports.source, reports.sha256,
+        reports.format_version,
+    )
 
 
 def read_pairs_manifest(
-    path: str | os.PathLike, section: str = "findings+impression", encoding: str = "utf-8"
+    path: str | os.PathLike, section: str = "findings+impression", encoding: str = "utf-8", on_empty: str = "error"
 ) -> ReportSet:
     """Read a ``pairs-1`` manifest.
 
@@ -135,13 +166,16 @@ def read_pairs_manifest(
         path: the manifest CSV.
         section: report text to use, one of :data:`SECTIONS`. Defaults to "findings+impression".
         encoding: text encoding. Defaults to "utf-8".
+        on_empty: a row whose ``section`` is empty (e.g. a MIMIC-CXR report without IMPRESSION) is an ``"error"``,
+            left out (``"skip"``, counted in a warning) or kept with text ``""`` (``"keep"``). Defaults to "error".
 
     Raises:
-        ValueError: an unknown ``section``.
+        ValueError: an unknown ``section`` or ``on_empty``.
         InputError: a missing column, a row whose ``format_version`` is not ``pairs-1``, an empty ``image`` or
-            ``split``, empty report text, a duplicate image, or a file not in ``encoding``.
+            ``split``, empty report text (``on_empty="error"``; with ``"skip"``, when every row is empty), a
+            duplicate image, or a file not in ``encoding``.
     """
-    _check_section(section)
+    _check_options(section, on_empty)
     path = Path(path)
     header, rows = read_csv_table(path, encoding=encoding)
     require_columns(path, header, PAIRS_COLUMNS)
@@ -156,11 +190,12 @@ def read_pairs_manifest(
         for column in ("image", "split"):
             if not row.values[column]:
                 raise InputError(f"{path}: row {row.number}, column {column!r}: empty")
-        texts.append(_text(path, row, section, "findings", "impression"))
+        texts.append(_text(path, row, section, "findings", "impression", on_empty))
         fields = {key: row.values[key] for key in PAIRS_COLUMNS[2:]}
         meta.append({"row": row.number, **fields})
     images = [row.values["image"] for row in rows]
-    return ReportSet(images, list(images), texts, meta, path, sha256_file(path), PAIRS_FORMAT_VERSION)
+    reports = ReportSet(images, list(images), texts, meta, path, sha256_file(path), PAIRS_FORMAT_VERSION)
+    return _apply_on_empty(reports, section, on_empty)
 
 
 def read_ctrate_reports(
@@ -169,6 +204,7 @@ def read_ctrate_reports(
     section: str = "findings+impression",
     layout: str = "nested",
     encoding: str = "utf-8",
+    on_empty: str = "error",
 ) -> ReportSet:
     """Read a CT-RATE report table, optionally joined with its ``*_metadata.csv`` geometry.
 
@@ -179,13 +215,15 @@ def read_ctrate_reports(
         section: report text to use, one of :data:`SECTIONS`. Defaults to "findings+impression".
         layout: volume folder layout (see :func:`~datasets.labels.ctrate.volume_relpath`). Defaults to "nested".
         encoding: text encoding. Defaults to "utf-8".
+        on_empty: as in :func:`read_pairs_manifest`. Defaults to "error".
 
     Raises:
-        ValueError: an unknown ``section`` or ``layout``.
-        InputError: a missing column, a ``VolumeName`` not in CT-RATE's naming, empty report text, a duplicate
-            volume, volumes absent from ``metadata`` (listed), or a file not in ``encoding``.
+        ValueError: an unknown ``section``, ``layout`` or ``on_empty``.
+        InputError: a missing column, a ``VolumeName`` not in CT-RATE's naming, empty report text (as in
+            :func:`read_pairs_manifest`), a duplicate volume, volumes absent from ``metadata`` (listed), or a file not
+            in ``encoding``.
     """
-    _check_section(section)
+    _check_options(section, on_empty)
     path = Path(path)
     header, rows = read_csv_table(path, encoding=encoding)
     require_columns(path, header, CTRATE_REPORT_COLUMNS)
@@ -201,7 +239,7 @@ def read_ctrate_reports(
             relpaths.append(volume_relpath(name, layout))
         except ValueError as err:
             raise InputError(f"{path}: row {row.number}, column 'VolumeName': {err}") from err
-        texts.append(_text(path, row, section, "Findings_EN", "Impressions_EN"))
+        texts.append(_text(path, row, section, "Findings_EN", "Impressions_EN", on_empty))
         fields = {
             "row": row.number, "split": name.split("_", 1)[0],
             "clinical_information": row.values["ClinicalInformation_EN"], "technique": row.values["Technique_EN"],
@@ -211,4 +249,5 @@ def read_ctrate_reports(
         if metadata is not None:
             fields["geometry"] = metadata[name]
         meta.append(fields)
-    return ReportSet(names, relpaths, texts, meta, path, sha256_file(path), "ct-rate-reports-1")
+    reports = ReportSet(names, relpaths, texts, meta, path, sha256_file(path), "ct-rate-reports-1")
+    return _apply_on_empty(reports, section, on_empty)

@@ -234,18 +234,22 @@ def _check_common(batch_size: int, num_workers: int, layout: str) -> None:
 
 
 def read_sentence_table(
-    path: str | Path, volume_root: str | Path, layout: str = "nested"
+    path: str | Path, volume_root: str | Path, layout: str = "nested", skip_empty: bool = False
 ) -> list[VolumeItem]:
     """Read a sentence table (see the module docstring) into items with ``text`` = the sentence list.
 
+    Args:
+        skip_empty: leave out rows whose list is empty (``brgsa summarize --allow-empty`` writes them), counted in
+            a warning. Defaults to False: an empty list is an error.
+
     Raises:
-        InputError: a missing column, a duplicate ``VolumeName``, or a ``sentences`` cell that is not a JSON list of
-            non-empty strings (file, row and column named).
+        InputError: a missing column, a duplicate ``VolumeName``, a ``sentences`` cell that is not a JSON list of
+            non-empty strings (file, row and column named), or no row left.
     """
     path = Path(path)
     header, rows = read_csv_table(path)
     require_columns(path, header, SENTENCE_COLUMNS)
-    items, seen = [], {}
+    items, seen, empty = [], {}, []
     for row in rows:
         name = row.values["VolumeName"]
         if name in seen:
@@ -256,14 +260,24 @@ def read_sentence_table(
             sentences = json.loads(cell)
         except json.JSONDecodeError:
             sentences = None
+        if skip_empty and sentences == []:
+            empty.append(row.number)
+            continue
         if not (isinstance(sentences, list) and sentences and all(isinstance(s, str) and s.strip() for s in sentences)):
+            hint = "; set skip_empty_reports to leave such rows out" if sentences == [] else ""
             raise InputError(
                 f"{path}: row {row.number}, column 'sentences': expected a JSON list of non-empty strings such as "
-                f'["There is emphysema."], got {cell[:80]!r}'
+                f'["There is emphysema."], got {cell[:80]!r}{hint}'
             )
         target = _resolve(Path(volume_root), name, row.values.get("path", ""), layout, path, row.number)
         meta = {"split": row.values.get("split", "")}
         items.append(VolumeItem(target, name, row.number, path, text=sentences, meta=meta))
+    if empty:
+        if not items:
+            raise InputError(f"{path}: every row's sentence list is empty")
+        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        logger.warning("%s: %d of %d rows have an empty sentence list and are left out (rows %s)", path, len(empty),
+                       len(empty) + len(items), shown)
     return items
 
 
@@ -330,6 +344,8 @@ class VolumeReportDataModule(L.LightningDataModule):
         metadata: CT-RATE ``*_metadata.csv`` whose spacing and rescale are used. Defaults to None.
         section: report text of a CT-RATE report table, one of ``findings``, ``impression``, ``findings+impression``.
             Defaults to "findings+impression".
+        skip_empty_reports: leave out, with a warning counting them, the rows with no text (an empty ``section``,
+            or an empty list written by ``brgsa summarize --allow-empty``) instead of failing. Defaults to False.
         preprocessing: CT preprocessing. Defaults to None (the released :class:`CTVolumePreprocessing`).
         val_crop: crop of validation volumes, ``"center"`` or ``"none"``. Defaults to "center".
         cache_dir: preprocessing cache folder (fill it with ``brgsa prepare``). Defaults to None (no cache).
@@ -353,6 +369,7 @@ class VolumeReportDataModule(L.LightningDataModule):
         layout: str = "nested",
         metadata: str | None = None,
         section: str = "findings+impression",
+        skip_empty_reports: bool = False,
         preprocessing: CTVolumePreprocessing | None = None,
         val_crop: str = "center",
         cache_dir: str | None = None,
@@ -373,6 +390,7 @@ class VolumeReportDataModule(L.LightningDataModule):
         self.layout = layout
         self.metadata = metadata
         self.section = section
+        self.skip_empty_reports = skip_empty_reports
         self.preprocessing = preprocessing or CTVolumePreprocessing()
         self.val_crop = val_crop
         self.cache_dir = cache_dir
@@ -386,7 +404,7 @@ class VolumeReportDataModule(L.LightningDataModule):
         header, _ = read_csv_table(path)
         geometry = _geometry(self.metadata)
         if "sentences" in header:
-            items = read_sentence_table(path, self.volume_root, self.layout)
+            items = read_sentence_table(path, self.volume_root, self.layout, skip_empty=self.skip_empty_reports)
             if geometry is not None:
                 absent = [item.name for item in items if item.name not in geometry]
                 if absent:
@@ -394,7 +412,8 @@ class VolumeReportDataModule(L.LightningDataModule):
                 for item in items:
                     item.geometry = geometry[item.name]
         elif all(column in header for column in CTRATE_REPORT_COLUMNS):
-            table = read_ctrate_reports(path, geometry, self.section, self.layout)
+            on_empty = "skip" if self.skip_empty_reports else "error"
+            table = read_ctrate_reports(path, geometry, self.section, self.layout, on_empty=on_empty)
             items = [
                 VolumeItem(Path(self.volume_root) / relpath, name, meta["row"], path, meta.get("geometry"), text,
                            meta={"split": ""})

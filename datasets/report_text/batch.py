@@ -57,8 +57,12 @@ class BatchSummary:
     empty: list[str] = field(default_factory=list)
 
 
-def read_report_table(path: str | os.PathLike, section: str = "findings+impression") -> tuple[ReportSet, str]:
+def read_report_table(
+    path: str | os.PathLike, section: str = "findings+impression", on_empty: str = "error"
+) -> tuple[ReportSet, str]:
     """Read a ``pairs-1`` manifest or a CT-RATE report table, whichever the header shows.
+
+    ``on_empty``: what to do with a row whose ``section`` is empty (see :func:`datasets.reports.read_pairs_manifest`).
 
     Returns:
         The reports and the key column name (``"image"`` or ``"VolumeName"``).
@@ -69,9 +73,9 @@ def read_report_table(path: str | os.PathLike, section: str = "findings+impressi
     path = Path(path)
     header, _ = read_csv_table(path)
     if "format_version" in header:
-        return read_pairs_manifest(path, section), "image"
+        return read_pairs_manifest(path, section, on_empty=on_empty), "image"
     if "VolumeName" in header:
-        return read_ctrate_reports(path, section=section, layout="flat"), "VolumeName"
+        return read_ctrate_reports(path, section=section, layout="flat", on_empty=on_empty), "VolumeName"
     raise InputError(
         f"{path}: neither a pairs-1 manifest (needs a 'format_version' column) nor a CT-RATE report table (needs "
         f"'VolumeName'); the header has {header}"
@@ -129,7 +133,8 @@ def run_batch(
         provenance: the ``aligner``, ``model`` and ``prompt_sha256`` values.
         batch_size: distinct reports per ``align`` call. Defaults to 8.
         allow_empty: write an empty list for a report that yields no sentence; when False, such a report is an
-            error. Defaults to True.
+            error. Defaults to True. An empty report text (read with ``on_empty="keep"``) is not passed to ``align``:
+            its row gets an empty list with source ``"none"``.
 
     Raises:
         InputError: ``batch_size`` < 1, or (``allow_empty=False``) a report yielding no sentence: the message names
@@ -148,7 +153,10 @@ def run_batch(
         with tqdm(total=len(todo), unit="report", desc=Path(out).name, disable=None) as progress:
             for first in range(0, len(texts), batch_size):
                 chunk = texts[first:first + batch_size]
-                for text, result in zip(chunk, align(chunk)):
+                reported = [text for text in chunk if text]
+                results = dict(zip(reported, align(reported))) if reported else {}
+                for text in chunk:
+                    result = results[text] if text else Alignment([], "none")
                     for i in by_text[text]:
                         _write_row(writer, reports, i, key, result, provenance, allow_empty, summary)
                         progress.update(1)
@@ -179,7 +187,7 @@ def _write_row(
 def run_command(options: argparse.Namespace, allow_empty: bool) -> BatchSummary:
     """Load the config and the reports, build the aligner and run the batch (the body of both commands)."""
     config = load_prompt_config(options.config)
-    reports, key = read_report_table(options.reports, options.section)
+    reports, key = read_report_table(options.reports, options.section, on_empty="keep" if allow_empty else "error")
     aligner = build_aligner(options, config)
     provenance = {"aligner": options.aligner, "model": "", "prompt_sha256": ""}
     if options.aligner == "llm":

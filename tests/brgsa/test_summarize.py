@@ -54,6 +54,22 @@ def test_empty_summary_is_an_error_naming_the_row_unless_allowed(tmp_path, capsy
     assert json.loads(_rows(out)[1]["sentences"]) == []
 
 
+def test_empty_report_text_is_an_error_unless_allowed(tmp_path, capsys):
+    reports = tmp_path / "reports.csv"
+    reports.write_text(HEADER + f"valid_1_a_1.nii.gz,Cough.,Non-contrast.,{ABNORMAL}\r\n"
+                       "valid_3_a_2.nii.gz,,,,\r\n", encoding="utf-8")
+    out = tmp_path / "summaries.csv"
+    with pytest.raises(InputError, match=r"row 3, column 'Findings_EN\+Impressions_EN': empty report text.*"
+                                         r"--allow-empty"):
+        main([str(reports), "--out", str(out)])
+    assert not out.exists()
+    assert main([str(reports), "--out", str(out), "--allow-empty"]) == 0
+    assert "1 empty" in capsys.readouterr().out
+    rows = _rows(out)
+    assert [row["VolumeName"] for row in rows] == ["valid_1_a_1.nii.gz", "valid_3_a_2.nii.gz"]
+    assert json.loads(rows[1]["sentences"]) == [] and rows[1]["source"] == "none"
+
+
 def test_dispatcher_runs_summarize_and_reports_bad_input(tmp_path, capsys):
     reports = _table(tmp_path / "reports.csv", True)
     assert brgsa_main(["summarize", str(reports), "--out", str(tmp_path / "s.csv")]) == 2

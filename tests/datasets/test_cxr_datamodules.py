@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +62,24 @@ def test_image_report_batches(bench):
     impression = ImageReportDataModule(str(bench / "reports.csv"), section="impression", image_size=48)
     impression.setup("test")
     assert len(next(iter(impression.test_dataloader()))["text"]) == 5
+
+
+def test_reports_without_the_section_are_skipped_when_asked(bench, tmp_path):
+    lines = (bench / "reports.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    cells = next(csv.reader([lines[1]]))
+    cells[header.index("impression")] = ""
+    with open(tmp_path / "reports.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([header, cells, *csv.reader(lines[2:])])
+    strict = ImageReportDataModule(str(tmp_path / "reports.csv"), image_root=str(bench), section="impression")
+    with pytest.raises(InputError, match=r"row 2, column 'impression': empty report text"):
+        strict.setup("fit")
+    data = ImageReportDataModule(str(tmp_path / "reports.csv"), image_root=str(bench), section="impression",
+                                 image_size=32, skip_empty_reports=True)
+    data.setup("fit")
+    train = ImageReportDataModule(str(bench / "reports.csv"), section="impression", image_size=32)
+    train.setup("fit")
+    assert len(data.datasets["train"]) == len(train.datasets["train"]) - (cells[header.index("split")] == "train")
 
 
 def test_sentence_sampling_serves_one_sentence_of_the_report(bench):

@@ -52,6 +52,25 @@ def test_pairs_manifest_errors(tmp_path):
         read_pairs_manifest(PAIRS, section="report")
 
 
+def test_empty_sections_are_an_error_or_skipped_or_kept(caplog):
+    """A report without the chosen section (MIMIC-CXR reports often lack IMPRESSION): each on_empty policy."""
+    with pytest.raises(InputError, match=r"row 3, column 'findings': empty report text .*skip_empty_reports: true "
+                                         r".*--allow-empty"):
+        read_pairs_manifest(PAIRS, section="findings", on_empty="error")
+    with caplog.at_level(logging.WARNING, logger="datasets.reports"):
+        skipped = read_pairs_manifest(PAIRS, section="findings", on_empty="skip")
+    assert "1 of 3 rows have no findings text and are left out (rows 3)" in caplog.text
+    full = read_pairs_manifest(PAIRS)
+    assert skipped.image_ids == [full.image_ids[0], full.image_ids[2]] and all(skipped.texts)
+    assert [m["row"] for m in skipped.meta] == [2, 4]
+    kept = read_pairs_manifest(PAIRS, section="findings", on_empty="keep")
+    assert kept.image_ids == full.image_ids and kept.texts[1] == ""
+    impressions = read_ctrate_reports(CTRATE, section="impression", on_empty="skip")
+    assert [m["row"] for m in impressions.meta] == [2, 3]  # row 4 has no Impressions_EN
+    with pytest.raises(ValueError, match="on_empty must be one of"):
+        read_pairs_manifest(PAIRS, on_empty="drop")
+
+
 def test_latin1_manifest_is_a_clear_error_unless_asked_for():
     latin1 = DATA / "reports" / "latin1_pairs.csv"
     with pytest.raises(InputError, match=r"latin1_pairs.csv: line 2 is not valid utf-8 text .*encoding='latin-1'"):

@@ -119,6 +119,21 @@ def test_bad_sentences_cell_names_file_row_and_column(ctrate: Path) -> None:
         data.setup("fit")
 
 
+def test_empty_sentence_lists_are_an_error_unless_skipped(ctrate: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``brgsa summarize --allow-empty`` writes ``[]`` for a report it could not summarise."""
+    sentences = ctrate / "summaries.csv"
+    sentences.write_text('VolumeName,sentences,split\ntrain_1_a_1.nii.gz,"[""ok""]",train\n'
+                         'train_2_a_1.nii.gz,[],train\ntrain_3_a_1.nii.gz,"[""fine""]",val\n')
+    strict = VolumeReportDataModule(str(sentences), str(ctrate / "train"), preprocessing=TINY)
+    with pytest.raises(InputError, match=r"row 3, column 'sentences': .*got '\[\]'; set skip_empty_reports"):
+        strict.setup("fit")
+    data = VolumeReportDataModule(str(sentences), str(ctrate / "train"), preprocessing=TINY, batch_size=1,
+                                  skip_empty_reports=True)
+    data.setup("fit")
+    assert "1 of 3 rows have an empty sentence list and are left out (rows 3)" in caplog.text
+    assert [item.name for item in data.datasets["train"].items] == ["train_1_a_1.nii.gz"]
+
+
 def test_zero_shot_module_batches(ctrate: Path) -> None:
     data = VolumeZeroShotDataModule(labels=str(ctrate / "labels.csv"), volume_root=str(ctrate / "valid"),
                                     preprocessing=TINY, batch_size=2, crop="none")
