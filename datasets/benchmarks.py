@@ -135,6 +135,8 @@ def read_labels(adapter: str, sources: Mapping[str, Path], options: Mapping[str,
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise InputError(f"{where}: adapter {adapter!r} takes no option {unknown}; it takes {list(accepted) or 'none'}")
+    if not options:
+        return ADAPTERS[adapter](sources, options)
     try:
         return ADAPTERS[adapter](sources, options)
     except (TypeError, ValueError) as err:  # a value of the wrong type or outside the reader's choices
