@@ -83,6 +83,7 @@ class LSMSModule(LightningModule):
         if has_contrastive_head and contrastive_weight == 0:
             logger.warning("the net has a contrastive head (contrastive_dim > 0) but contrastive_weight=0: unused")
         self.save_hyperparameters(ignore=["net"])
+        self._total_steps: int | None = None  # optimizer steps of the whole run, known once training starts
         self.net = net
         self.loss = LSMSLoss(dice_weight, bce_weight, deep_supervision_weight, contrastive_weight)
         self.val_metrics = ReferringSegmentationMetrics(mask_threshold=mask_threshold)
@@ -174,10 +175,12 @@ class LSMSModule(LightningModule):
         if text:
             groups.append({"params": text, "weight_decay": weight_decay, "lr": lr * self.hparams.text_lr_ratio})
         optimizer = torch.optim.AdamW(groups, lr=lr)
-        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup_steps = min(self.hparams.warmup_steps, total_steps - 1)
 
         def warmup_cosine(step: int) -> float:
+            total_steps = self._total_steps
+            if total_steps is None:  # only while the optimizer is built; on_train_start sets the real factor
+                return (step + 1) / (self.hparams.warmup_steps + 1) if step < self.hparams.warmup_steps else 1.0
+            warmup_steps = min(self.hparams.warmup_steps, total_steps - 1)
             if step < warmup_steps:
                 return (step + 1) / (warmup_steps + 1)
             progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
@@ -185,3 +188,15 @@ class LSMSModule(LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        # The step count is read here, not in configure_optimizers: asked for earlier, Lightning builds the training
+        # loader before a checkpoint's loader state is restored, and a mid-epoch resume restarts the epoch.
+        self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                continue
+            for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                                              scheduler.lr_lambdas):
+                group["lr"] = base_lr * factor(scheduler.last_epoch)

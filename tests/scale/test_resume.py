@@ -48,12 +48,12 @@ def _train_batches(manifest: Path, batch_size: int = 4) -> int:
     return -(-sum(1 for line in lines[1:] if line.split(",")[split] == "train") // batch_size)
 
 
-def _config(run: Path, text_encoder: Path, manifest: Path, max_steps: int) -> Path:
+def _config(run: Path, text_encoder: Path, manifest: Path, max_steps: int, max_epochs: int = -1) -> Path:
     """Dropout in the trainable text encoder draws on the global generator; flips and jitter on per-sample seeds."""
     config = {
         "seed_everything": 11,
         "trainer": {
-            "accelerator": "cpu", "devices": 1, "max_steps": max_steps, "logger": False,
+            "accelerator": "cpu", "devices": 1, "max_steps": max_steps, "max_epochs": max_epochs, "logger": False,
             "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
             "limit_train_batches": BATCHES_PER_EPOCH, "limit_val_batches": 1, "default_root_dir": str(run),
             "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
@@ -89,20 +89,24 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, weights_only=True, map_location="cpu")["state_dict"]
 
 
-def test_sigkill_mid_epoch_then_ckpt_path_last_matches_an_uninterrupted_run(benchmark, tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("max_epochs", [-1, 5], ids=["max_steps_only", "with_max_epochs"])
+def test_sigkill_mid_epoch_then_ckpt_path_last_matches_an_uninterrupted_run(benchmark, tiny_bert_dir, tmp_path,
+                                                                            max_epochs):
+    """With max_epochs set (every shipped config), the step count for the LR schedule needs the training loader:
+    asked for too early, Lightning built it before the checkpoint's loader state was restored."""
     manifest = benchmark / "manifest.csv"
     assert _train_batches(manifest) > BATCHES_PER_EPOCH
     per_epoch = BATCHES_PER_EPOCH
     max_steps = per_epoch + EVERY_N_STEPS  # ends inside the second epoch, on a checkpoint step
 
     reference = tmp_path / "reference"
-    _finish(_lsms("fit", "--config", str(_config(reference, tiny_bert_dir, manifest, max_steps))))
+    _finish(_lsms("fit", "--config", str(_config(reference, tiny_bert_dir, manifest, max_steps, max_epochs))))
     reference_final = reference / "checkpoints" / "last.ckpt"
     assert torch.load(reference_final, weights_only=True)["global_step"] == max_steps
 
     # The run to kill: poll for its first checkpoint, then SIGKILL it while it trains on.
     killed = tmp_path / "killed"
-    config = _config(killed, tiny_bert_dir, manifest, max_steps)
+    config = _config(killed, tiny_bert_dir, manifest, max_steps, max_epochs)
     process = _lsms("fit", "--config", str(config))
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 180
