@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -142,6 +143,15 @@ def run_commands(
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else EXIT_BAD_INPUT)
 
 
+_NO_LAST_CHECKPOINT = r'.*ckpt_path="last"\) is set, but there is no last checkpoint'
+
+
+def _resumes_from_last(args: Sequence[str]) -> bool:
+    """Whether the arguments ask LightningCLI for ``--ckpt_path last``."""
+    pairs = zip(args, [*args[1:], ""])
+    return any(arg == "--ckpt_path=last" or (arg == "--ckpt_path" and value == "last") for arg, value in pairs)
+
+
 def lightning_command(build_lightning_cli: Callable[[Sequence[str] | None], object], subcommand: str
                       ) -> Callable[[list[str]], int]:
     """A command running LightningCLI's ``subcommand`` (``fit``, ``validate``, ...) on the arguments after it.
@@ -151,7 +161,18 @@ def lightning_command(build_lightning_cli: Callable[[Sequence[str] | None], obje
 
     def command(args: list[str]) -> int:
         arguments = [subcommand, *args]
-        build_lightning_cli(None if arguments == sys.argv[1:] else arguments)
+        with warnings.catch_warnings():
+            if _resumes_from_last(args):
+                warnings.filterwarnings("error", message=_NO_LAST_CHECKPOINT)
+            try:
+                build_lightning_cli(None if arguments == sys.argv[1:] else arguments)
+            except Warning as warning:  # Lightning only warns, then trains from scratch
+                raise InputError(
+                    "--ckpt_path last: no last.ckpt where this run's ModelCheckpoint saves. Without a fixed dirpath "
+                    "a restarted run looks in a new logger version folder; set ModelCheckpoint's dirpath (and "
+                    "save_last: true, see docs/scaling.md), or pass the .ckpt file, or leave out --ckpt_path to start "
+                    "afresh"
+                ) from warning
         return 0
 
     command.__doc__ = f"LightningCLI ``{subcommand}`` with the arguments after the command."

@@ -132,6 +132,16 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_matches_an_uninterrupted_run(benc
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
 
 
+def test_ckpt_path_last_without_a_checkpoint_is_an_error(benchmark, tiny_bert_dir, tmp_path, capsys):
+    """Lightning only warns and trains from scratch; a user who asked to resume gets exit 2 and nothing trained."""
+    run = tmp_path / "nothing_saved"
+    config = _config(run, tiny_bert_dir, benchmark / "manifest.csv", EVERY_N_STEPS)
+    assert main(["fit", "--config", str(config), "--ckpt_path", "last"]) == 2
+    err = capsys.readouterr().err
+    assert "--ckpt_path last: no last.ckpt where this run's ModelCheckpoint saves" in err and "dirpath" in err
+    assert not (run / "checkpoints").exists()
+
+
 def test_a_plain_loader_is_what_lightning_warns_about(benchmark, tiny_bert_dir, tmp_path):
     """Control: resuming a mid-epoch checkpoint with a plain DataLoader (no ``state_dict``) makes Lightning emit the
     warning the test above forbids, so that check looks for the string Lightning really emits."""
