@@ -63,7 +63,10 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise InputError(f"cannot create output folder {folder}: {err.strerror}") from err
+        blocker = next((parent for parent in (folder, *folder.parents) if parent.exists() and not parent.is_dir()),
+                       None)
+        reason = f"{blocker} is a file, not a folder" if blocker is not None else err.strerror
+        raise InputError(f"cannot create output folder {folder}: {reason}") from err
     if not folder.is_dir():
         raise InputError(f"output path {folder} exists and is not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -29,7 +29,7 @@ from typing import Any
 from torch import nn
 
 from datasets.errors import InputError
-from datasets.io import apply_default_modes
+from datasets.io import apply_default_modes, ensure_writable_dir
 
 __all__ = [
     "FORMAT_NAME",
@@ -112,7 +112,7 @@ def save_model_folder(
     target = Path(folder)
     if target.exists() and not overwrite:
         raise InputError(f"output folder {target} already exists; choose another path or overwrite it (--overwrite)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(target.parent)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     config_model = dict(model_config)
     text_info: dict[str, Any] | None = None

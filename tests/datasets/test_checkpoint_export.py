@@ -9,7 +9,12 @@ import torch
 from torch import nn
 
 from datasets.errors import InputError
-from datasets.pretrained import checkpoint_provenance, load_module_weights, read_module_checkpoint
+from datasets.pretrained import (
+    checkpoint_provenance,
+    load_module_weights,
+    read_module_checkpoint,
+    save_model_folder,
+)
 
 
 def test_read_module_checkpoint_names_what_is_missing(tmp_path) -> None:
@@ -56,3 +61,12 @@ def test_checkpoint_provenance_hashes_the_training_table_when_it_is_still_there(
     del state["hyper_parameters"]
     provenance = checkpoint_provenance("run.ckpt", state, "manifest")
     assert provenance["training_manifest"] is None and provenance["seed"] == 5
+
+
+def test_a_model_folder_below_a_file_is_an_input_error(tmp_path) -> None:
+    """``lsms|carzero|brgsa export CKPT OUT`` with a file where OUT's parent should be: one line, not a traceback."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match=r"a_file is a file, not a folder"):
+        save_model_folder(blocker / "model", nn.Linear(2, 1), model_type="test", model_config={}, preprocessing={})
+    assert blocker.read_text() == "x"

@@ -76,8 +76,8 @@ def test_run_fingerprint_pins_a_resumable_folder(tmp_path):
 def test_unwritable_output_folder_is_an_input_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(InputError, match="file"):
-        ensure_writable_dir(blocker / "sub")
+    with pytest.raises(InputError, match=r"cannot create output folder .*deeper: .*/file is a file, not a folder"):
+        ensure_writable_dir(blocker / "sub" / "deeper")
     if os.geteuid() != 0:  # root ignores permission bits
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
