@@ -238,7 +238,8 @@ def run_zeroshot(
     out = ensure_writable_dir(out)
     weights = sha256_file(Path(model_dir) / WEIGHTS_NAME)
     fingerprint = {"model": str(Path(model_dir).resolve()), "weights_sha256": weights, "labels": task.name,
-                   "classes": classes, "prompts": texts, "negative_prompts": task.negative_prompts is not None}
+                   "classes": classes, "prompts": texts, "negative_prompts": task.negative_prompts is not None,
+                   "bf16": bf16}
     check_run_fingerprint(out, fingerprint, RUN_JSON)
     with ResumableRowWriter(out / SCORES_CSV, ["image_id", *classes]) as writer:
         todo = [i for i, image_id in enumerate(task.labels.image_ids) if not writer.done(image_id)]

@@ -83,6 +83,10 @@ def test_benchmark_end_to_end_writes_scores_metrics_roc_and_resumes(tmp_path, be
     assert resumed[:-2] == rows[:-2]
     np.testing.assert_allclose(np.array([[float(v) for v in list(r.values())[1:]] for r in resumed]), scores,
                                atol=1e-5)
+    # resuming in another precision would mix fp32 and bf16 scores in one file: refused before anything is written
+    before = (out / "scores.csv").read_bytes()
+    assert main(["zeroshot", *args, "--bf16"]) == 2
+    assert (out / "scores.csv").read_bytes() == before
 
 
 def test_label_table_with_named_prompts_and_negative_pairs(tmp_path, bench, model_dir):
