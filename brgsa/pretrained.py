@@ -54,10 +54,11 @@ def _check_sizes(config: Mapping[str, Any], preprocessing: CTVolumePreprocessing
 
 
 def store_preprocessing() -> StorePreprocessing:
-    """The callback the ``brgsa`` LightningCLI adds: every checkpoint gets ``brgsa_preprocessing``."""
+    """The callback the ``brgsa`` LightningCLI adds: every checkpoint gets ``brgsa_preprocessing``, and a preprocessing
+    whose sizes are not multiples of the patch size (which export refuses) stops ``fit`` before it trains."""
     from datasets.checkpoint_callbacks import StorePreprocessing
 
-    return StorePreprocessing(PREPROCESSING_KEY, CTVolumePreprocessing)
+    return StorePreprocessing(PREPROCESSING_KEY, CTVolumePreprocessing, check=_check_sizes)
 
 
 def save_pretrained(

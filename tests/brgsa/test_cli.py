@@ -63,6 +63,15 @@ def test_fit_fast_dev_run(tmp_path, bench, tiny_bert_dir):
     assert main(["fit", "--config", str(write_config(tmp_path, bench, tiny_bert_dir)), "--trainer.fast_dev_run=1"]) == 0
 
 
+def test_fit_refuses_sizes_that_export_would_refuse_before_training(tmp_path, bench, tiny_bert_dir, capsys):
+    config = write_config(tmp_path, bench, tiny_bert_dir)
+    assert main(["fit", "--config", str(config), "--data.preprocessing.size=[40, 40, 16]",
+                 "--data.preprocessing.crop_size=[32, 32, 16]", "--trainer.max_epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert "the preprocessing's size [40, 40, 16] is not a multiple of the network's patch size" in err
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
 def test_fit_export_and_from_pretrained_give_identical_scores(tmp_path, bench, tiny_bert_dir):
     config = write_config(tmp_path, bench, tiny_bert_dir)
     assert main(["fit", "--config", str(config), "--trainer.max_epochs=1"]) == 0
