@@ -31,14 +31,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from datasets.errors import InputError
 from datasets.io import sha256_file
-from datasets.labels.base import TableRow, check_unique_ids, missing_ids_message, read_csv_table, require_columns
+from datasets.labels.base import (
+    TableRow,
+    check_unique_ids,
+    missing_ids_message,
+    read_csv_table,
+    require_columns,
+    row_list,
+)
 from datasets.labels.ctrate import CTRateGeometry, volume_relpath
 
 __all__ = [
@@ -96,9 +103,14 @@ class ReportSet:
         if not rows:
             present = sorted({meta["split"] for meta in self.meta})
             raise InputError(f"{self.source}: no row has split {name!r}; the splits present are {present}")
+        return self.subset(rows)
+
+    def subset(self, indices: Sequence[int]) -> ReportSet:
+        """The rows at ``indices``, in that order."""
         return ReportSet(
-            [self.image_ids[i] for i in rows], [self.image_relpaths[i] for i in rows], [self.texts[i] for i in rows],
-            [self.meta[i] for i in rows], self.source, self.sha256, self.format_version,
+            [self.image_ids[i] for i in indices], [self.image_relpaths[i] for i in indices],
+            [self.texts[i] for i in indices], [self.meta[i] for i in indices], self.source, self.sha256,
+            self.format_version,
         )
 
     def samples(self, image_root: str | os.PathLike) -> Iterator[dict[str, Any]]:
@@ -139,8 +151,7 @@ def _apply_on_empty(reports: ReportSet, section: str, on_empty: str) -> ReportSe
     empty = [i for i, text in enumerate(reports.texts) if not text]
     if not empty:
         return reports
-    rows = [reports.meta[i]["row"] for i in empty]
-    shown = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+    shown = row_list([reports.meta[i]["row"] for i in empty])
     if on_empty == "keep":
         logger.warning("%s: %d of %d rows have no %s text (rows %s)", reports.source, len(empty), len(reports),
                        section, shown)
@@ -149,12 +160,7 @@ def _apply_on_empty(reports: ReportSet, section: str, on_empty: str) -> ReportSe
         raise InputError(f"{reports.source}: every row's {section} text is empty; choose another section")
     logger.warning("%s: %d of %d rows have no %s text and are left out (rows %s)", reports.source, len(empty),
                    len(reports), section, shown)
-    keep = [i for i in range(len(reports)) if reports.texts[i]]
-    return ReportSet(
-        [reports.image_ids[i] for i in keep], [reports.image_relpaths[i] for i in keep],
-        [reports.texts[i] for i in keep], [reports.meta[i] for i in keep], reports.source, reports.sha256,
-        reports.format_version,
-    )
+    return reports.subset([i for i, text in enumerate(reports.texts) if text])
 
 
 def read_pairs_manifest(

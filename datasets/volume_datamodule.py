@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from datasets.cache import PreprocessCache
 from datasets.ct_pipeline import CROP_MODES, CTVolumePreprocessing, load_preprocessed, to_model_input
 from datasets.errors import InputError
-from datasets.labels.base import missing_ids_message, read_csv_table, require_columns
+from datasets.labels.base import missing_ids_message, read_csv_table, require_columns, row_list
 from datasets.labels.ctrate import CLASSES, CTRateGeometry, join_metadata, read_ctrate_labels, read_ctrate_metadata
 from datasets.labels.ctrate import volume_relpath as ctrate_relpath
 from datasets.reports import CTRATE_REPORT_COLUMNS, SECTIONS, read_ctrate_reports
@@ -275,9 +275,8 @@ def read_sentence_table(
     if empty:
         if not items:
             raise InputError(f"{path}: every row's sentence list is empty")
-        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
         logger.warning("%s: %d of %d rows have an empty sentence list and are left out (rows %s)", path, len(empty),
-                       len(empty) + len(items), shown)
+                       len(empty) + len(items), row_list(empty))
     return items
 
 

@@ -177,12 +177,13 @@ class LSMSModule(LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=lr)
 
         def warmup_cosine(step: int) -> float:
-            total_steps = self._total_steps
-            if total_steps is None:  # only while the optimizer is built; on_train_start sets the real factor
-                return (step + 1) / (self.hparams.warmup_steps + 1) if step < self.hparams.warmup_steps else 1.0
-            warmup_steps = min(self.hparams.warmup_steps, total_steps - 1)
+            total_steps, warmup_steps = self._total_steps, self.hparams.warmup_steps
+            if total_steps is not None:
+                warmup_steps = min(warmup_steps, total_steps - 1)
             if step < warmup_steps:
                 return (step + 1) / (warmup_steps + 1)
+            if total_steps is None:  # only while the optimizer is built; on_train_start sets the real factor
+                return 1.0
             progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
             return 0.5 * (1 + math.cos(math.pi * progress))
 

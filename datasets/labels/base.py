@@ -30,6 +30,7 @@ __all__ = [
     "check_unique_ids",
     "parse_binary",
     "missing_ids_message",
+    "row_list",
 ]
 
 logger = logging.getLogger(__name__)
@@ -247,6 +248,11 @@ def parse_binary(
     if value not in (0.0, 1.0):
         raise InputError(f"{path}: row {row}, column {column!r}: expected 0 or 1, got {text!r}")
     return value
+
+
+def row_list(numbers: Sequence[int]) -> str:
+    """``"3, 7, 12"``: the first few row numbers of a list, for messages (``", ..."`` when there are more)."""
+    return ", ".join(map(str, numbers[:_SHOWN_IDS])) + (", ..." if len(numbers) > _SHOWN_IDS else "")
 
 
 def missing_ids_message(absent: Sequence[str], listed_in: str, absent_from: str) -> str:
