@@ -175,6 +175,11 @@ class ResumableRowWriter:
     :meth:`done`; a torn last line (a kill mid-write) is dropped. Every :meth:`write` is flushed and fsync'ed, so the
     file always holds whole rows only.
 
+    A key alone does not say that a stored row still holds: its input may have been edited, or the job rerun with
+    other settings. Columns that record what a row was computed from (a hash of its input, the model, a config hash)
+    can be passed to :meth:`done` as ``pinned``; a stored row whose values differ is refused, naming its row, so a
+    resumed file never mixes two runs.
+
     Args:
         path: CSV file to create or continue.
         fieldnames: column names; the first one unless ``key`` says otherwise is the row key.
@@ -195,7 +200,7 @@ class ResumableRowWriter:
         if self.key not in self.fieldnames:
             raise ValueError(f"key column {self.key!r} is not among fieldnames {self.fieldnames}")
         ensure_writable_dir(self.path.parent)
-        self._keys: set[str] = set()
+        self._rows: dict[str, tuple[int, dict[str, str]]] = {}  # key -> (spreadsheet row number, stored row)
         self._recover()
         is_new = not self.path.exists() or self.path.stat().st_size == 0
         self._handle = open(self.path, "a", newline="", encoding="utf-8")
@@ -219,25 +224,48 @@ class ResumableRowWriter:
                     f"{self.path} already exists with columns {reader.fieldnames}, expected {self.fieldnames}; "
                     "use another output path or remove the file"
                 )
-            self._keys = {row[self.key] for row in reader}
-        if self._keys:
-            logger.info("resuming %s: %d rows already written", self.path, len(self._keys))
+            self._rows = {row[self.key]: (number, row) for number, row in enumerate(reader, start=2)}
+        if self._rows:
+            logger.info("resuming %s: %d rows already written", self.path, len(self._rows))
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._rows)
 
-    def done(self, key: str) -> bool:
-        """Whether a row with this key is already in the file."""
-        return str(key) in self._keys
+    def done(self, key: str, pinned: Mapping[str, Any] | None = None) -> bool:
+        """Whether a row with this key is already in the file.
+
+        Args:
+            key: the row's key.
+            pinned: column values the stored row must hold (compared as text), e.g. the hash of the input it was
+                computed from; ignored when the key is not stored yet.
+
+        Raises:
+            InputError: the stored row differs in a ``pinned`` column (the message names the file, row, key and
+                columns).
+        """
+        stored = self._rows.get(str(key))
+        if stored is None:
+            return False
+        if pinned:
+            number, row = stored
+            changed = sorted(name for name, value in pinned.items() if row.get(name) != str(value))
+            if changed:
+                raise InputError(
+                    f"{self.path} row {number} ({self.key} {key!r}) was written from other input or settings "
+                    f"(differs in {changed}: stored {[row.get(name) for name in changed]}, this run "
+                    f"{[str(pinned[name]) for name in changed]}); write to another output or remove the file"
+                )
+        return True
 
     def write(self, row: Mapping[str, Any]) -> None:
         """Append one row (skipped if its key was already written) and flush it to disk."""
         key = str(row[self.key])
-        if key in self._keys:
+        if key in self._rows:
             return
-        self._writer.writerow({name: row.get(name, "") for name in self.fieldnames})
+        values = {name: row.get(name, "") for name in self.fieldnames}
+        self._writer.writerow(values)
         self._sync()
-        self._keys.add(key)
+        self._rows[key] = (len(self._rows) + 2, {name: str(value) for name, value in values.items()})
 
     def _sync(self) -> None:
         self._handle.flush()

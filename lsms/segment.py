@@ -8,7 +8,9 @@ NPY), a slice index for volumes with more than one slice, and prompts; or a batc
   filled, the others zero), for CT inputs;
 - ``<id>_mask.png``: the mask slice in display orientation (image left = patient right, top = anterior);
 - ``<id>_overlay.png``: the windowed slice with the mask overlaid, captioned with the prompt;
-- a row in ``segmentations.csv`` (resumable: rows already there are skipped when the command runs again);
+- a row in ``segmentations.csv`` (resumable: rows already there are skipped when the command runs again, unless their
+  ``input_sha256``, the hash of what the model saw and of the output geometry, differs: an image replaced at the same
+  path is refused with the row named rather than left with the old mask);
 - ``run.json``: the weights' SHA-256, the preprocessing and the threshold; a rerun into the same folder with another
   model, preprocessing or threshold is refused rather than mixing masks of two runs.
 
@@ -42,7 +44,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["id", "image", "slice_index", "prompt", "mask_nifti", "mask_png", "overlay_png", "mask_pixels",
-                  "max_probability"]
+                  "max_probability", "input_sha256"]
 _VOLUME_SUFFIXES = (".nii", ".nii.gz", ".dcm")
 
 
@@ -153,6 +155,18 @@ def _output_id(prepared: PreparedInput, prompt: str) -> str:
     return f"{stem}{slice_part}_{digest[:10]}"
 
 
+def _input_sha256(prepared: PreparedInput) -> str:
+    """SHA-256 of the model input, the displayed slice and the output geometry: what a row's outputs depend on."""
+    digest = hashlib.sha256()
+    for array in (prepared.image, prepared.display_slice, prepared.volume_affine):
+        if array is not None:
+            array = np.ascontiguousarray(array, dtype=np.float32)
+            digest.update(f"{array.shape}|".encode())
+            digest.update(array.tobytes())
+    digest.update(f"{prepared.volume_shape}".encode())
+    return digest.hexdigest()
+
+
 def _display_window(plane: np.ndarray, preprocessing: SlicePreprocessing, is_ct: bool) -> np.ndarray:
     if is_ct:
         low, high = preprocessing.window
@@ -225,7 +239,8 @@ def segment(
         The rows of ``segmentations.csv`` written by this call (rows from an earlier run are skipped).
 
     Raises:
-        InputError: bad input (named), or ``out_dir`` holding masks of another model, preprocessing or threshold.
+        InputError: bad input (named), or ``out_dir`` holding masks of another model, preprocessing or threshold, or
+            a row made from another input at the same path (named; checked before anything is written).
     """
     if not 0 < threshold < 1:
         raise InputError(f"--threshold must lie in (0, 1), got {threshold}")
@@ -239,15 +254,20 @@ def segment(
     written: list[dict[str, str]] = []
     net.eval()
     with ResumableRowWriter(out / "segmentations.csv", RESULT_COLUMNS) as results:
-        for item in tqdm(prepared, desc="segment", unit="slice", disable=not progress):
+        plan = []  # every stored row is checked against its input before anything is written
+        for item in prepared:
+            input_sha256 = _input_sha256(item)
             ids = [_output_id(item, prompt) for prompt in item.request.prompts]
-            todo = [(i, prompt) for i, prompt in zip(ids, item.request.prompts) if not results.done(i)]
+            todo = [(i, prompt) for i, prompt in zip(ids, item.request.prompts)
+                    if not results.done(i, {"input_sha256": input_sha256})]
+            plan.append((item, input_sha256, todo))
+        for item, input_sha256, todo in tqdm(plan, desc="segment", unit="slice", disable=not progress):
             if not todo:
                 continue
             probabilities = _predict(net, item.image, [prompt for _, prompt in todo])
             for (output_id, prompt), probability in zip(todo, probabilities):
                 row = _write_outputs(out, output_id, item, prompt, probability, preprocessing, threshold)
-                results.write(row)
+                results.write({**row, "input_sha256": input_sha256})
                 written.append(row)
     return written
 

@@ -12,15 +12,20 @@ apart by the header (:func:`read_report_table`). Output: a CSV keyed like the in
 ``aligner``        the aligner asked for: ``rules`` or ``llm``
 ``model``          model folder or hub id (empty for the rules)
 ``prompt_sha256``  SHA-256 of the instruction template (empty for the rules)
+``config_sha256``  SHA-256 of every config value that shapes the output (:attr:`PromptConfig.output_sha256`)
 ``rules_version``  version of the rule-based aligner (:data:`~datasets.report_text.rules.RULES_VERSION`)
+``report_sha256``  SHA-256 of the report text the row was made from (the ``--section`` chosen)
 =================  ============================================================================================
 
-Rows sharing one report text (several images of a MIMIC-CXR study) are aligned once.
+Rows sharing one report text (several images of a MIMIC-CXR study) are aligned once. A rerun continues the file only
+where it would write the same thing: a stored row whose report text, aligner, model, config or rules version differs
+from this run's is refused with its row number, so one file never mixes two runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -43,7 +48,10 @@ __all__ = [
     "run_command",
 ]
 
-OUTPUT_COLUMNS = ("sentences", "source", "fallback", "aligner", "model", "prompt_sha256", "rules_version")
+OUTPUT_COLUMNS = (
+    "sentences", "source", "fallback", "aligner", "model", "prompt_sha256", "config_sha256", "rules_version",
+    "report_sha256",
+)
 
 
 @dataclass
@@ -130,21 +138,27 @@ def run_batch(
         key: output key column name.
         align: maps a list of report texts to one :class:`Alignment` each.
         out: output CSV.
-        provenance: the ``aligner``, ``model`` and ``prompt_sha256`` values.
+        provenance: the ``aligner``, ``model``, ``prompt_sha256`` and ``config_sha256`` values; with the report's
+            hash and the rules version, a stored row must hold the same values to be kept on a rerun.
         batch_size: distinct reports per ``align`` call. Defaults to 8.
         allow_empty: write an empty list for a report that yields no sentence; when False, such a report is an
             error. Defaults to True. An empty report text (read with ``on_empty="keep"``) is not passed to ``align``:
             its row gets an empty list with source ``"none"``.
 
     Raises:
-        InputError: ``batch_size`` < 1, or (``allow_empty=False``) a report yielding no sentence: the message names
-            its row; the rows before it stay written.
+        InputError: ``batch_size`` < 1, (``allow_empty=False``) a report yielding no sentence, or ``out`` holding a
+            row made from another report text or with other settings: the message names its row; the rows before
+            it stay written.
     """
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     summary = BatchSummary()
+    pinned = {**provenance, "rules_version": RULES_VERSION}
     with ResumableRowWriter(out, [key, *OUTPUT_COLUMNS]) as writer:
-        todo = [i for i, image_id in enumerate(reports.image_ids) if not writer.done(image_id)]
+        todo = [
+            i for i, image_id in enumerate(reports.image_ids)
+            if not writer.done(image_id, {**pinned, "report_sha256": _text_sha256(reports.texts[i])})
+        ]
         summary.skipped = len(reports) - len(todo)
         by_text: dict[str, list[int]] = {}
         for i in todo:
@@ -163,6 +177,10 @@ def run_batch(
     return summary
 
 
+def _text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _write_row(
     writer: ResumableRowWriter, reports: ReportSet, i: int, key: str, result: Alignment, provenance: dict[str, str],
     allow_empty: bool, summary: BatchSummary,
@@ -178,6 +196,7 @@ def _write_row(
     writer.write({
         key: image_id, "sentences": json.dumps(result.sentences), "source": result.source,
         "fallback": str(result.fallback).lower(), "rules_version": RULES_VERSION, **provenance,
+        "report_sha256": _text_sha256(reports.texts[i]),
     })
     summary.written += 1
     summary.llm += result.source == "llm"
@@ -189,7 +208,7 @@ def run_command(options: argparse.Namespace, allow_empty: bool) -> BatchSummary:
     config = load_prompt_config(options.config)
     reports, key = read_report_table(options.reports, options.section, on_empty="keep" if allow_empty else "error")
     aligner = build_aligner(options, config)
-    provenance = {"aligner": options.aligner, "model": "", "prompt_sha256": ""}
+    provenance = {"aligner": options.aligner, "model": "", "prompt_sha256": "", "config_sha256": config.output_sha256}
     if options.aligner == "llm":
         provenance.update(model=options.model, prompt_sha256=config.sha256)
     return run_batch(reports, key, aligner.align, options.out, provenance, options.batch_size, allow_empty)

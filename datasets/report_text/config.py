@@ -18,6 +18,7 @@ The SHA-256 of ``instruction`` (UTF-8) is the prompt hash written next to every 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,12 @@ class PromptConfig:
     def sha256(self) -> str:
         """SHA-256 hex digest of the instruction template (UTF-8)."""
         return hashlib.sha256(self.instruction.encode("utf-8")).hexdigest()
+
+    @property
+    def output_sha256(self) -> str:
+        """SHA-256 hex digest of every key that shapes the output sentences (all but ``task``), as canonical JSON."""
+        values = {key: getattr(self, key) for key in CONFIG_KEYS if key != "task"}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode("utf-8")).hexdigest()
 
     def prompt(self, report: str) -> str:
         """The instruction with ``{report}`` replaced by ``report`` (other braces are left alone)."""

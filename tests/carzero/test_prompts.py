@@ -45,6 +45,24 @@ def test_rules_alignment_resumes_and_records_provenance(tmp_path, capsys):
     assert "3 already there" in capsys.readouterr().out and len(_rows(out)) == 3
 
 
+def test_a_rerun_refuses_rows_made_from_another_report_text_or_config(tmp_path):
+    reports, out = _manifest(tmp_path / "pairs.csv"), tmp_path / "aligned.csv"
+    assert main([str(reports), "--out", str(out)]) == 0
+    before = out.read_bytes()
+    edited = tmp_path / "edited.csv"
+    edited.write_text(reports.read_text(encoding="utf-8").replace("No pneumothorax.", "Small pneumothorax."),
+                      encoding="utf-8")
+    with pytest.raises(InputError, match=r"aligned\.csv row 2 \(image 'files/p1/s1/a.jpg'\).*report_sha256"):
+        main([str(edited), "--out", str(out)])
+    config = tmp_path / "positive.yaml"
+    default = Path(__file__).parents[2] / "configs" / "prompts" / "llm_align_carzero.yaml"
+    config.write_text(default.read_text(encoding="utf-8").replace("uncertain: drop", "uncertain: positive"),
+                      encoding="utf-8")
+    with pytest.raises(InputError, match=r"row 2 .*config_sha256"):
+        main([str(reports), "--out", str(out), "--config", str(config)])
+    assert out.read_bytes() == before  # nothing appended by the refused runs
+
+
 def test_bad_arguments_are_input_errors(tmp_path):
     reports = _manifest(tmp_path / "pairs.csv")
     with pytest.raises(InputError, match="needs --model"):

@@ -100,6 +100,19 @@ def test_resumable_writer_skips_written_keys_and_drops_torn_line(tmp_path):
     assert path.read_text().splitlines() == ["image,score", "a.png,0.1", "b.png,0.2", "c.png,0.3"]
 
 
+def test_resumable_writer_refuses_a_stored_row_with_other_pinned_values(tmp_path):
+    path = tmp_path / "out.csv"
+    with ResumableRowWriter(path, ["image", "input_sha256", "score"]) as out:
+        out.write({"image": "a.png", "input_sha256": "aaa", "score": 0.1})
+        out.write({"image": "b.png", "input_sha256": "bbb", "score": 0.2})
+        assert out.done("b.png", {"input_sha256": "bbb"})  # a row written by this run is pinned too
+    with ResumableRowWriter(path, ["image", "input_sha256", "score"]) as out:
+        assert out.done("a.png", {"input_sha256": "aaa"}) and not out.done("c.png", {"input_sha256": "ccc"})
+        with pytest.raises(InputError, match=r"out\.csv row 3 \(image 'b.png'\).*\['input_sha256'\].*'bbb'.*'b2'"):
+            out.done("b.png", {"input_sha256": "b2"})
+    assert path.read_text().splitlines() == ["image,input_sha256,score", "a.png,aaa,0.1", "b.png,bbb,0.2"]
+
+
 def test_resumable_writer_refuses_other_columns(tmp_path):
     path = tmp_path / "scores.csv"
     with ResumableRowWriter(path, ["image", "score"]) as out:

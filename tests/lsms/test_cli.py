@@ -131,7 +131,7 @@ def test_segment_real_ct_slice_writes_geometry_preserving_nifti_and_overlay(tiny
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
-def test_segment_volume_slice_and_batch_csv(tiny_model_dir, benchmark, tmp_path):
+def test_segment_volume_slice_and_batch_csv(tiny_model_dir, benchmark, tmp_path, capsys):
     volume = next((benchmark / "images").glob("*.nii.gz"))
     batch = tmp_path / "batch.csv"
     batch.write_text(f"image,slice_index,prompt\n{volume},2,the only lesion\n{volume},3,the larger lesion\n")
@@ -144,6 +144,20 @@ def test_segment_volume_slice_and_batch_csv(tiny_model_dir, benchmark, tmp_path)
         written = sitk.ReadImage(str(mask))
         assert written.GetSize() == image.GetSize()
         assert np.allclose(written.GetOrigin(), image.GetOrigin(), atol=1e-3)
+
+    # The same path now holds another image: its stored masks no longer hold, so the rerun is refused, the row named.
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    original = volume.read_bytes()
+    flipped = sitk.GetImageFromArray(sitk.GetArrayFromImage(image)[:, ::-1].copy())
+    flipped.CopyInformation(image)
+    try:
+        sitk.WriteImage(flipped, str(volume))
+        assert main(["segment", str(tiny_model_dir), "--batch", str(batch), "--out", str(out)]) == 2
+    finally:
+        volume.write_bytes(original)
+    err = capsys.readouterr().err
+    assert "segmentations.csv row 2" in err and "input_sha256" in err, err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def _assert_bad_input(capsys, args: list[str], fragment: str, out: Path) -> None:
