@@ -39,9 +39,9 @@ COMMANDS: dict[str, Command] = {
 
 
 def _lightning_cli_class() -> type:
-    from lightning.pytorch.cli import LightningCLI
+    from datasets.lightning_cli import MedvlLightningCLI
 
-    class BrgSACLI(LightningCLI):
+    class BrgSACLI(MedvlLightningCLI):
         """LightningCLI whose validation prompts follow the data's label columns."""
 
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)

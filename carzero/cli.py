@@ -23,9 +23,9 @@ __all__ = ["COMMANDS", "build_lightning_cli", "export", "fit", "main", "test", "
 
 
 def _lightning_cli_class() -> type:
-    from lightning.pytorch.cli import LightningCLI
+    from datasets.lightning_cli import MedvlLightningCLI
 
-    class CARZeroCLI(LightningCLI):
+    class CARZeroCLI(MedvlLightningCLI):
         """LightningCLI whose validation prompts follow the data's label columns."""
 
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)

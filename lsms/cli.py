@@ -24,9 +24,9 @@ __all__ = ["COMMANDS", "build_lightning_cli", "export", "fit", "main", "predict"
 
 
 def _lightning_cli_class() -> type:
-    from lightning.pytorch.cli import LightningCLI
+    from datasets.lightning_cli import MedvlLightningCLI
 
-    class LSMSCLI(LightningCLI):
+    class LSMSCLI(MedvlLightningCLI):
         """LightningCLI whose network input channels follow the data's neighbouring-slice setting."""
 
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)

@@ -209,3 +209,19 @@ def test_resuming_with_other_settings_is_refused_loudly(change, fragment):
     settings = {"seed": 3, **change}
     with pytest.raises(InputError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         ResumableSampler(list(range(8)), **settings).load_state_dict(saved)
+
+
+def test_a_fresh_fit_into_a_used_checkpoint_folder_is_refused(benchmark, tiny_bert_dir, tmp_path, capsys):
+    """Lightning only warns that the folder is not empty, then overwrites last.ckpt and mixes the two runs' top-k."""
+    run = tmp_path / "used"
+    config = _config(run, tiny_bert_dir, benchmark / "manifest.csv", EVERY_N_STEPS)
+    assert main(["fit", "--config", str(config)]) == 0
+    saved = {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in saved
+    assert main(["fit", "--config", str(config), f"--trainer.max_steps={2 * EVERY_N_STEPS}"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds checkpoints of an earlier run" in err and "--ckpt_path last" in err and "last.ckpt" in err
+    assert {path.name: path.read_bytes() for path in (run / "checkpoints").iterdir()} == saved
+    assert main(["fit", "--config", str(config), f"--trainer.max_steps={2 * EVERY_N_STEPS}", "--ckpt_path",
+                 "last"]) == 0  # resuming that run is what the folder is for
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * EVERY_N_STEPS
