@@ -14,7 +14,9 @@ under ``--volumes`` with ``--layout``.
 
 Each worker process handles one volume at a time (memory is bounded by one volume per worker, see
 :mod:`datasets.ct_pipeline`); entries already in the cache are skipped, and entries are written atomically, so a
-killed run resumes where it stopped. Bad volumes are listed (file and reason) at the end and in
+killed run resumes where it stopped. Workers exit within a second of their parent's death (even by SIGKILL) instead
+of finishing their volume as orphans, and the temporary files of writes a kill cut short (older than an hour) are
+removed at the next start. Bad volumes are listed (file and reason) at the end and in
 ``OUT/prepare_report.json``; they make the exit status 2 unless ``--skip-bad``. With ``--metadata``, a volume's
 ``VolumeName`` is its file name.
 """
@@ -106,10 +108,25 @@ def read_volume_list(path: str | os.PathLike, volume_root: str | None, layout: s
     return volumes
 
 
-def _worker_init() -> None:
+_PARENT_POLL_S = 1.0
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while True:
+        time.sleep(_PARENT_POLL_S)
+        if os.getppid() != parent:  # the parent died and this process was re-parented
+            os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    """Set up a worker; ``parent`` is the PID of the process that started the pool, passed in because the worker
+    may only get here after that process died."""
+    import threading
+
     import torch
 
     torch.set_num_threads(1)  # one volume per worker; N workers use N cores
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True, name="parent-watch").start()
 
 
 def _prepare_one(
@@ -145,10 +162,11 @@ def prepare_volumes(
         progress: show a tqdm progress bar. Defaults to True.
 
     Returns:
-        ``{"volumes", "computed", "cached", "bad": [{"path", "reason"}], "seconds"}``.
+        ``{"volumes", "computed", "cached", "bad": [{"path", "reason"}], "seconds", "removed_temporaries"}``.
     """
     cache = PreprocessCache(cache_dir)
     started = time.perf_counter()
+    removed_temporaries = cache.remove_stale_temporaries()
     todo, cached, bad = [], 0, []
     for path in volumes:
         volume_geometry = (geometry or {}).get(path.name)
@@ -172,7 +190,8 @@ def prepare_volumes(
             bar.update()
     else:
         context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_prepare_one, p, config, str(cache.folder), g) for p, g in todo]
             for future in as_completed(futures):
                 results.append(future.result())
@@ -183,7 +202,7 @@ def prepare_volumes(
     computed = sum(reason is None for _, reason in results)
     return {
         "volumes": len(volumes), "computed": computed, "cached": cached, "bad": bad,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(time.perf_counter() - started, 3), "removed_temporaries": removed_temporaries,
     }
 
 

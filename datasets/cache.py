@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,26 @@ class PreprocessCache:
         with atomic_write(arrays_path, "wb") as handle:
             np.savez(handle, **{name: np.asarray(value) for name, value in arrays.items()})
         atomic_write_text(meta_path, json.dumps(meta, sort_keys=True))
+
+    def remove_stale_temporaries(self, older_than_s: float = 3600.0) -> int:
+        """Delete the temporary files of writes that never finished (a killed process) and return how many.
+
+        :func:`~datasets.io.atomic_write` names them ``.<entry file>.<random>.tmp`` beside the entry; only those last
+        modified more than ``older_than_s`` seconds ago are removed, so a write in progress elsewhere is left alone.
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.folder.glob("*/.*.tmp"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # finished or removed meanwhile
+                continue
+        if removed:
+            logger.info("removed %d unfinished temporary files (older than %.0f s) from %s", removed, older_than_s,
+                        self.folder)
+        return removed
 
     def get_or_compute(self, key: str, compute: Callable[[], Entry]) -> Entry:
         """Serve the entry for ``key`` from disk, or call ``compute()`` once, store and return its result."""

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +119,59 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path: Path, capsys) -> None:
     args = ["prepare", "--volumes", str(tmp_path), "--out", str(tmp_path / "c"), "--config", str(config)]
     assert brgsa_main(args) == 2
     assert "unknown CT preprocessing option" in capsys.readouterr().err
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # an exited orphan may stay a zombie where PID 1 does not reap
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads child processes from Linux /proc")
+def test_workers_exit_when_prepare_is_killed_and_stale_temporaries_are_removed(tmp_path: Path) -> None:
+    """A SIGKILLed parent cannot shut its pool down; its workers must notice and exit rather than live on."""
+    root = tmp_path / "volumes"
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        hu = rng.integers(-1000, 1000, (160, 160, 80)).astype(np.int16)
+        save_nifti(hu, np.diag([1.0, 1.0, 1.5, 1.0]), root / f"vol{i:02d}.nii.gz")
+    cache = tmp_path / "cache"
+    stale = cache / "ab" / ".abcdef.npz.Xy12.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half an entry")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    fresh = cache / "ab" / ".abcdef.json.Zq34.tmp"  # a write that may still be in progress elsewhere
+    fresh.write_bytes(b"{")
+
+    script = Path(sys.executable).with_name("brgsa")
+    process = subprocess.Popen([str(script), "prepare", "--volumes", str(root), "--out", str(cache), "--workers", "2",
+                                "--no-progress", *TINY_FLAGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while len(workers) < 2 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            workers = [pid for pid in _children(process.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline")
+                       .read_bytes().decode(errors="replace")]
+        while not _entries(cache) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the workers are busy with volumes
+        assert process.poll() is None and len(workers) == 2, "prepare ended before it could be killed; make it longer"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in workers), "workers outlived the killed prepare"
+    finally:
+        process.kill()
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not stale.exists() and fresh.exists()
