@@ -157,7 +157,8 @@ def load_pair(
                 f"(its columns: {', '.join(label_columns)})"
             )
     if classes is None:
-        classes = label_columns if numbered else [name for name in label_columns if name in scores.columns]
+        classes = _numbered_classes(label_columns, labels_path) if numbered else [
+            name for name in label_columns if name in scores.columns]
     labels = read_ctrate_labels(labels_path, classes, layout="flat")
     if numbered:
         if scores.columns != [str(i) for i in range(len(classes))]:
@@ -173,6 +174,36 @@ def load_pair(
         score_columns = [scores.columns.index(name) for name in classes]
     labels = _paired_labels(scores, labels)
     return scores.values[:, score_columns], labels.labels.astype(np.float64), list(classes)
+
+
+def _numbered_classes(label_columns: list[str], labels_path: str | Path) -> list[str]:
+    """The class order of numbered score columns given no benchmark: the label columns', checked against the registry.
+
+    Numbered columns carry no class names, so nothing in the score file can show a wrong order. Label columns that
+    hold a registered benchmark's classes must list them in that benchmark's order (the order its numbered score
+    files use); columns that differ from a benchmark's in one or two names only (a misspelt header) are refused.
+    """
+    registry = [path.stem for path in sorted(BENCHMARK_DIR.glob("*.yaml"))] if BENCHMARK_DIR.is_dir() else []
+    benchmarks = {name: benchmark_classes(name)[0] for name in registry}
+    if any(label_columns == known for known in benchmarks.values()):
+        return label_columns
+    for name, known in benchmarks.items():
+        if set(label_columns) == set(known):
+            raise InputError(
+                f"{labels_path} lists the classes of benchmark {name!r} in another order, and numbered score "
+                f"columns are positions in a class list: pass --benchmark {name} (columns 0..{len(known) - 1} "
+                "in its order) or name the score columns after the classes"
+            )
+    for name, known in benchmarks.items():
+        extra, absent = sorted(set(label_columns) - set(known)), sorted(set(known) - set(label_columns))
+        if len(label_columns) == len(known) and 0 < len(extra) <= 2:
+            raise InputError(
+                f"{labels_path}: the label columns are those of benchmark {name!r} but for {extra}, where it has "
+                f"{absent}; fix the header, or pass --benchmark {name}"
+            )
+    logger.info("numbered score columns taken in the label columns' order: %s",
+                ", ".join(f"{i}={name}" for i, name in enumerate(label_columns)))
+    return label_columns
 
 
 def _header(path: Path) -> list[str]:

@@ -183,3 +183,35 @@ def test_unknown_command_lists_the_commands(capsys) -> None:
     assert "choose from: metrics" in capsys.readouterr().err
     assert main([]) == 0
     assert "metrics" in capsys.readouterr().out
+
+
+def _reorder_labels(tmp_path: Path, header_edit=None) -> Path:
+    """The reference labels with their Cardiomegaly and Medical material columns swapped (header and values)."""
+    with LABELS.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    a, b = rows[0].index("Medical material"), rows[0].index("Cardiomegaly")
+    for row in rows:
+        row[a], row[b] = row[b], row[a]
+    if header_edit:
+        rows[0] = [header_edit.get(name, name) for name in rows[0]]
+    return _write_csv(tmp_path / "labels.csv", rows[0], rows[1:])
+
+
+def test_numbered_scores_with_reordered_label_columns_need_the_benchmark(tmp_path, capsys) -> None:
+    """Numbered columns are positions in CT-RATE's class list; label columns in another order paired them with the
+    wrong classes (Cardiomegaly AUROC 0.75 instead of 0.93) without a word."""
+    labels = _reorder_labels(tmp_path)
+    assert main(["metrics", str(SCORES), str(labels), "--bootstrap", "0", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "in another order" in err and "--benchmark ct-rate" in err
+    assert main(["metrics", str(SCORES), str(labels), "--bootstrap", "0", "--out", str(tmp_path / "b"),
+                 "--benchmark", "ct-rate"]) == 0
+    document = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert document["macro"]["auroc"] == pytest.approx(PUBLISHED_MACRO_AUC, abs=1e-4)
+
+
+def test_a_misspelt_label_header_is_refused_with_numbered_scores(tmp_path, capsys) -> None:
+    labels = _reorder_labels(tmp_path, header_edit={"Cardiomegaly": "Cardiomegally"})
+    assert main(["metrics", str(SCORES), str(labels), "--bootstrap", "0", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "['Cardiomegally']" in err and "['Cardiomegaly']" in err and "fix the header" in err
