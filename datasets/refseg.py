@@ -512,8 +512,10 @@ def load_sample(row: RefSegRow, preprocessing: SlicePreprocessing) -> dict[str, 
     if stored_mask.shape != geometry.stored_shape:
         raise InputError(f"{row.mask}: mask slice shape {stored_mask.shape} does not match the image slice shape "
                          f"{geometry.stored_shape} (row {row.number}, row_id {row.row_id!r})")
-    mask = prepare_mask(_select(stored_mask, row.mask_value), geometry)
+    target = _select(stored_mask, row.mask_value)
+    mask = prepare_mask(target, geometry)
     meta = row.fields() | {
+        "target_pixels": int(target.sum()),  # at the stored resolution: 0 means the row refers to nothing
         "slice_affine": slice_affine,
         "stored_shape": list(geometry.stored_shape),
         "geometry": geometry.to_dict(),

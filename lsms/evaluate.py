@@ -132,7 +132,25 @@ def _predict(net: torch.nn.Module, dataset: RefSegDataset, texts: Sequence[str],
 
 
 def _targets(dataset: RefSegDataset) -> np.ndarray:
-    return np.stack([dataset[i]["mask"][0].numpy() > 0.5 for i in range(len(dataset))])
+    """The ``(N, S, S)`` target masks.
+
+    Raises:
+        InputError: rows whose mask holds no pixel of their lesion at their slice (a wrong ``mask_value`` or slice):
+            scored, they would pass as lesions the model missed.
+    """
+    samples = [dataset[i] for i in range(len(dataset))]
+    empty = [(row, sample["meta"]) for row, sample in zip(dataset.rows, samples)
+             if sample["meta"].get("target_pixels", 1) == 0]
+    if empty:
+        row, _ = empty[0]
+        where = "" if row.slice_index is None else f" at slice {row.slice_index}"
+        value = "(any)" if row.mask_value is None else row.mask_value
+        raise InputError(
+            f"{len(empty)} manifest row(s) refer to no lesion: the first, row {row.number} (row_id {row.row_id!r}), "
+            f"has no pixel of mask_value {value} in {row.mask}{where}; "
+            "fix the manifest (python -m datasets check MANIFEST --full lists every such row)"
+        )
+    return np.stack([sample["mask"][0].numpy() > 0.5 for sample in samples])
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:

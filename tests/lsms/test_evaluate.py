@@ -99,3 +99,25 @@ def test_evaluate_command_refuses_an_unknown_column_and_a_folder_as_out(tiny_mod
     assert main([*args, "--out", str(tmp_path)]) == 2
     assert "is a folder; name the results JSON file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_evaluate_refuses_a_row_whose_mask_holds_no_pixel_of_its_lesion(tiny_model_dir, benchmark, tmp_path, capsys):  # noqa: F811
+    """A wrong mask_value made an empty target that was scored as a lesion the model missed (Dice fell silently)."""
+    lines = (benchmark / "manifest.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    split, value = header.index("split"), header.index("mask_value")
+    number = next(n for n, line in enumerate(lines[1:], start=2) if line.split(",")[split] == "val")
+    fields = lines[number - 1].split(",")
+    fields[value] = "7"  # a label the synthetic masks never use
+    lines[number - 1] = ",".join(fields)
+    manifest = benchmark / "wrong_mask_value.csv"  # beside the original: its relative paths still resolve
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "val.json"
+    try:
+        assert main(["evaluate", str(tiny_model_dir), str(manifest), "--split", "val", "--out", str(out),
+                     "--cache-dir", str(tmp_path / "cache")]) == 2
+    finally:
+        manifest.unlink()
+    err = capsys.readouterr().err
+    assert f"row {number} " in err and "no pixel of mask_value 7" in err and "datasets check" in err, err
+    assert not out.exists()
