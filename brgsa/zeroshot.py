@@ -5,7 +5,7 @@ CT-RATE-format label CSV (``--labels CSV --volumes DIR --prompts FILE``). Output
 
 - ``scores.csv``: one row per volume, ``VolumeName`` + one score column per class (the layout ``brgsa metrics``
   reads), written batch by batch and fsync'ed; a rerun resumes after the last complete row (``run.json`` pins the
-  model, classes and prompts it may resume with);
+  model, classes, prompts and set of volumes it may resume with);
 - ``metrics.json`` + ``metrics_per_class.csv`` (:mod:`datasets.metrics`, as ``brgsa metrics`` writes them):
   per-class and macro AUROC, AUPRC, thresholded F1/accuracy/precision/recall, bootstrap intervals (``--bootstrap``).
 
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.errors import InputError
-from datasets.io import ResumableRowWriter, check_run_fingerprint, ensure_writable_dir, sha256_file
+from datasets.io import ResumableRowWriter, check_run_fingerprint, ensure_writable_dir, sha256_file, sha256_of_set
 from datasets.labels.base import LabelSet
 from datasets.pretrained import WEIGHTS_NAME
 
@@ -275,7 +275,7 @@ def run_zeroshot(
     weights = sha256_file(Path(model_dir) / WEIGHTS_NAME)
     fingerprint = {"model": str(Path(model_dir).resolve()), "weights_sha256": weights, "task": task.name,
                    "classes": classes, "prompts": texts, "negative_prompts": negatives, "crop": crop,
-                   "preprocessing": preprocessing.to_dict()}
+                   "preprocessing": preprocessing.to_dict(), "images_sha256": sha256_of_set(task.labels.image_ids)}
     out = ensure_writable_dir(out)
     check_run_fingerprint(out, fingerprint, RUN_JSON)
     with torch.inference_mode(), ResumableRowWriter(out / SCORES_CSV, ["VolumeName", *classes]) as writer:

@@ -4,7 +4,7 @@ Inputs are a registered benchmark (``--benchmark NAME --data-root DIR``) or a la
 (``--labels TABLE --adapter NAME --images DIR --prompts FILE``). Outputs, in ``--out``:
 
 - ``scores.csv``: one row per image (``image_id`` + one score column per class), written batch by batch and fsync'ed;
-  a rerun resumes after the last complete row (``run.json`` pins the model and prompts it may resume with);
+  a rerun resumes after the last complete row (``run.json`` pins the model, prompts and images it may resume with);
 - ``metrics.json`` + ``metrics_per_class.csv`` (:mod:`datasets.metrics`): per-class and macro AUROC, AUPRC and
   thresholded F1/accuracy; the threshold rule is stated in the JSON;
 - ``roc.png``: ROC curve of every class and the macro-average curve.
@@ -35,7 +35,7 @@ import yaml
 
 from datasets.benchmarks import ADAPTERS, load_benchmark, read_labels, read_prompt_file
 from datasets.errors import InputError
-from datasets.io import ResumableRowWriter, check_run_fingerprint, ensure_writable_dir, sha256_file
+from datasets.io import ResumableRowWriter, check_run_fingerprint, ensure_writable_dir, sha256_file, sha256_of_set
 from datasets.labels.base import LabelSet
 from datasets.labels.chestxray14 import read_image_list
 from datasets.pretrained import WEIGHTS_NAME
@@ -239,7 +239,7 @@ def run_zeroshot(
     weights = sha256_file(Path(model_dir) / WEIGHTS_NAME)
     fingerprint = {"model": str(Path(model_dir).resolve()), "weights_sha256": weights, "labels": task.name,
                    "classes": classes, "prompts": texts, "negative_prompts": task.negative_prompts is not None,
-                   "bf16": bf16}
+                   "bf16": bf16, "images_sha256": sha256_of_set(task.labels.image_ids)}
     check_run_fingerprint(out, fingerprint, RUN_JSON)
     with ResumableRowWriter(out / SCORES_CSV, ["image_id", *classes]) as writer:
         todo = [i for i, image_id in enumerate(task.labels.image_ids) if not writer.done(image_id)]

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +24,7 @@ __all__ = [
     "check_writable_dir",
     "ensure_writable_dir",
     "sha256_file",
+    "sha256_of_set",
 
     "ResumableRowWriter",
     "load_weights",
@@ -157,6 +158,11 @@ def check_run_fingerprint(out: str | os.PathLike, fingerprint: Mapping[str, Any]
             )
         return
     atomic_write_text(path, json.dumps(fingerprint, indent=2) + "\n")
+
+
+def sha256_of_set(values: Iterable[str]) -> str:
+    """SHA-256 of a set of strings (sorted, newline-joined, UTF-8): pins e.g. which images a run scores."""
+    return hashlib.sha256("\n".join(sorted(set(values))).encode("utf-8")).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

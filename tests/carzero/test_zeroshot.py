@@ -109,6 +109,13 @@ def test_label_table_with_named_prompts_and_negative_pairs(tmp_path, bench, mode
                                atol=1e-5)
     assert "softmax" in json.loads((out / "metrics.json").read_text())["scoring"]
 
+    # the same folder without --split-list would add every other image's scores to this run's scores.csv: refused
+    before = (out / "scores.csv").read_bytes()
+    assert main(["zeroshot", str(model_dir), "--labels", str(bench / "Data_Entry_2017.csv"), "--adapter",
+                 "chestxray14.data_entry", "--images", str(bench / "images"), "--prompts", str(tmp_path / "pos.json"),
+                 "--negative-prompts", str(tmp_path / "neg.json"), "--out", str(out)]) == 2
+    assert (out / "scores.csv").read_bytes() == before
+
 
 def bad_run(tmp_path: Path, model_dir: Path, labels: Path, images: Path, split: Path, prompts: Path, capsys
             ) -> str:
