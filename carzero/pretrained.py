@@ -137,7 +137,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, folder: str | os.PathLike, 
         raise InputError(f"{checkpoint} does not record the image preprocessing (no 'carzero_preprocessing')")
     preprocessing = CXRPreprocessing.from_dict(values)
     net = CARZero.from_config(state["carzero_config"])
-    load_module_weights(checkpoint, state, net)
+    load_module_weights(checkpoint, state, net, unused=("text.model.pooler.",))  # older checkpoints lack it
     return save_pretrained(
         net, folder, preprocessing, **checkpoint_provenance(checkpoint, state, "manifest"), overwrite=overwrite
     )

@@ -247,18 +247,31 @@ def read_module_checkpoint(checkpoint: str | os.PathLike, required_keys: Sequenc
     return state
 
 
-def load_module_weights(checkpoint: str | os.PathLike, state: Mapping[str, Any], net: nn.Module) -> None:
+def load_module_weights(
+    checkpoint: str | os.PathLike, state: Mapping[str, Any], net: nn.Module, unused: Sequence[str] = ()
+) -> None:
     """Load the ``net.``-prefixed weights of a LightningModule checkpoint's ``state_dict`` into ``net``.
+
+    Args:
+        checkpoint: the ``.ckpt`` file (for messages).
+        state: its content.
+        net: the network its config describes.
+        unused: name prefixes of weights the network never uses in its forward pass (e.g. a text model's pooler);
+            a checkpoint may lack them, and ``net`` keeps its own.
 
     Raises:
         InputError: the checkpoint's weights do not match ``net`` (missing or unexpected names).
     """
     weights = {name[len("net."):]: tensor for name, tensor in state["state_dict"].items() if name.startswith("net.")}
     result = net.load_state_dict(weights, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    missing = [name for name in result.missing_keys if not name.startswith(tuple(unused))]
+    if len(missing) < len(result.missing_keys):
+        logger.info("%s lacks %d unused weights (%s...); kept as built", checkpoint,
+                    len(result.missing_keys) - len(missing), ", ".join(unused))
+    if missing or result.unexpected_keys:
         raise InputError(
             f"{checkpoint}: weights do not match the network its config describes (missing "
-            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
+            f"{missing[:5]}, unexpected {result.unexpected_keys[:5]})"
         )
 
 

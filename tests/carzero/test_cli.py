@@ -78,6 +78,15 @@ def test_fit_export_and_from_pretrained_give_identical_scores(tmp_path, bench, t
     for name, tensor in trained.items():
         assert torch.equal(net.state_dict()[name], tensor), name
 
+    # a checkpoint saved before the unused BERT pooler was kept in the state dict still exports, with equal scores
+    old = {**state, "state_dict": {k: v for k, v in state["state_dict"].items() if ".pooler." not in k}}
+    assert len(old["state_dict"]) < len(state["state_dict"])
+    torch.save(old, tmp_path / "old.ckpt")
+    assert main(["export", str(tmp_path / "old.ckpt"), str(tmp_path / "model_old")]) == 0
+    old_net, _, _ = from_pretrained(tmp_path / "model_old")
+    torch.testing.assert_close(CARZeroScorer(old_net, prompts).score_images(images).mean,
+                               CARZeroScorer(net, prompts).score_images(images).mean, rtol=0, atol=0)
+
 
 def test_export_refuses_a_checkpoint_without_the_config(tmp_path, capsys):
     torch.save({"state_dict": {"net.x": torch.zeros(1)}}, tmp_path / "bare.ckpt")
