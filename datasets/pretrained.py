@@ -289,6 +289,12 @@ def checkpoint_provenance(checkpoint: str | os.PathLike, state: Mapping[str, Any
     data_hparams = state.get("datamodule_hyper_parameters") or {}
     table = data_hparams.get(table_key)
     manifest = {"path": str(table), "sha256": sha256_file(table)} if table and Path(table).is_file() else None
+    if table and manifest is None:
+        logger.warning(
+            "the training table %s named in %s is not found from %s, so the model folder records no hash of it; "
+            "a relative path is resolved from the folder training ran in: export from there, or with the file back "
+            "in place", table, checkpoint, Path.cwd(),
+        )
     logger.info("exporting %s (epoch %s, step %s)", checkpoint, state.get("epoch"), state.get("global_step"))
     return {
         "seed": (state.get("hyper_parameters") or {}).get("seed", data_hparams.get("seed")),

@@ -46,7 +46,7 @@ def test_load_module_weights_takes_the_net_prefix_only_and_refuses_other_network
         load_module_weights("model.ckpt", state, nn.Sequential(nn.Linear(2, 3)))
 
 
-def test_checkpoint_provenance_hashes_the_training_table_when_it_is_still_there(tmp_path) -> None:
+def test_checkpoint_provenance_hashes_the_training_table_when_it_is_still_there(tmp_path, caplog) -> None:
     table = tmp_path / "manifest.csv"
     table.write_text("image,text\n", encoding="utf-8")
     state = {"global_step": 7, "hyper_parameters": {"seed": 3},
@@ -59,8 +59,10 @@ def test_checkpoint_provenance_hashes_the_training_table_when_it_is_still_there(
     }
     table.unlink()
     del state["hyper_parameters"]
-    provenance = checkpoint_provenance("run.ckpt", state, "manifest")
+    with caplog.at_level("WARNING"):
+        provenance = checkpoint_provenance("run.ckpt", state, "manifest")
     assert provenance["training_manifest"] is None and provenance["seed"] == 5
+    assert f"the training table {table} named in run.ckpt is not found" in caplog.text  # said, not silently dropped
 
 
 def test_a_model_folder_below_a_file_is_an_input_error(tmp_path) -> None:
