@@ -6,6 +6,7 @@ Usage::
         --metadata CT-RATE/dataset/metadata/train_metadata.csv
     brgsa prepare --list train_reports.csv --volumes CT-RATE/dataset/train --out cache/ --config preprocessing.json
     brgsa prepare --volumes demo/ --out cache/ --spacing 3.5 3.5 7 --size 112 112 56 --crop-size 96 96 48
+    brgsa prepare --volumes CT-RATE/dataset/valid --out cache/ --model runs/brgsa/model   # what zeroshot --cache reads
 
 Volumes: with ``--volumes DIR`` alone, every ``.nii`` / ``.nii.gz`` file under DIR and every folder holding DICOM
 files (``.dcm`` or a ``DICM`` preamble) is one volume. ``--list CSV`` names them instead: a ``path`` column (relative
@@ -19,6 +20,9 @@ of finishing their volume as orphans, and the temporary files of writes a kill c
 removed at the next start. Bad volumes are listed (file and reason) at the end and in
 ``OUT/prepare_report.json``; they make the exit status 2 unless ``--skip-bad``. With ``--metadata``, a volume's
 ``VolumeName`` is its file name.
+
+Entries are keyed by every deterministic preprocessing parameter, so a cache serves only runs with the parameters it
+was filled with: ``--model`` fills it with a model folder's own (what ``brgsa zeroshot --cache`` reads for it).
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ def prepare_volumes(
             bad.append({"path": str(path), "reason": "no such file or folder"})
             continue
         key = volume_cache_key(path, preprocessing, volume_geometry)
-        if (cache.folder / key[:2] / f"{key}.json").is_file():  # the documented entry layout; the JSON marks it done
+        if cache.has(key):
             cached += 1
         else:
             todo.append((str(path), volume_geometry))
@@ -214,16 +218,27 @@ def _preprocessing(options: argparse.Namespace) -> CTVolumePreprocessing:
     given = {key: value for key, value in flags.items() if value is not None}
     if options.already_hu:
         given["already_hu"] = True
+    from brgsa.pretrained import MODEL_TYPE, preprocessing_from_config
+
+    if options.model and options.config:
+        raise InputError("give --model or --config, not both")
+    source = f"--model {options.model}" if options.model else f"--config {options.config}"
+    if (options.model or options.config) and given:
+        raise InputError(f"{source} cannot be combined with {sorted(given)}: it sets every option")
+    if options.model:
+        from datasets.pretrained import read_model_config
+
+        return preprocessing_from_config(read_model_config(options.model, MODEL_TYPE)["preprocessing"])
     if options.config:
-        if given:
-            raise InputError(f"--config {options.config} cannot be combined with {sorted(given)}; edit the JSON")
         try:
             data = json.loads(Path(options.config).read_text(encoding="utf-8-sig"))
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"--config {options.config}: not a readable JSON file: {err}") from err
+        if isinstance(data, dict) and isinstance(data.get("preprocessing"), dict) and "model_type" in data:
+            data = data["preprocessing"]  # a model folder's config.json
         if not isinstance(data, dict):
             raise InputError(f"--config {options.config}: expected a JSON object of preprocessing options")
-        return CTVolumePreprocessing.from_dict(data)
+        return preprocessing_from_config(data)
     return CTVolumePreprocessing(**given)
 
 
@@ -237,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layout", choices=("nested", "flat"), default="nested", help="CT-RATE folder layout")
     parser.add_argument("--out", required=True, type=Path, help="cache folder")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--config", type=Path, help="preprocessing JSON (CTVolumePreprocessing.to_dict())")
+    parser.add_argument("--model", help="BrgSA model folder: fill the cache its zeroshot runs read (its preprocessing)")
+    parser.add_argument("--config", type=Path,
+                        help="preprocessing JSON (CTVolumePreprocessing.to_dict(), or a model folder's config.json)")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="mm (default 1.5 1.5 3)")
     parser.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="default 256 256 128")
     parser.add_argument("--crop-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="default 224 224 112")

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from datasets.checkpoint_callbacks import StorePreprocessing
 
 __all__ = [
-    "MODEL_TYPE", "PREPROCESSING_KEY", "export_checkpoint", "from_pretrained", "save_pretrained", "store_preprocessing"
+    "MODEL_TYPE", "PREPROCESSING_KEY", "export_checkpoint", "from_pretrained", "preprocessing_from_config",
+    "save_pretrained", "store_preprocessing",
 ]
 
 
@@ -102,6 +103,11 @@ def save_pretrained(
     )
 
 
+def preprocessing_from_config(block: Mapping[str, Any]) -> CTVolumePreprocessing:
+    """The preprocessing of a model folder's ``config.json`` block (its descriptive ``normalisation`` text dropped)."""
+    return CTVolumePreprocessing.from_dict({key: value for key, value in block.items() if key != "normalisation"})
+
+
 def from_pretrained(folder: str | os.PathLike) -> tuple[BrgSA, CTVolumePreprocessing, dict[str, Any]]:
     """Load a model folder written by :func:`save_pretrained` (or ``brgsa export`` / ``convert-official``).
 
@@ -113,9 +119,7 @@ def from_pretrained(folder: str | os.PathLike) -> tuple[BrgSA, CTVolumePreproces
     """
     config = read_model_config(folder, MODEL_TYPE)
     try:
-        preprocessing = CTVolumePreprocessing.from_dict(
-            {key: value for key, value in config["preprocessing"].items() if key != "normalisation"}
-        )
+        preprocessing = preprocessing_from_config(config["preprocessing"])
         net = BrgSA.from_config(config["model"])
     except (TypeError, ValueError) as err:
         raise InputError(f"{folder}: config.json does not describe a BrgSA model: {err}") from err

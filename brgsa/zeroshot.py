@@ -33,6 +33,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from datasets.errors import InputError
 from datasets.io import ResumableRowWriter, check_run_fingerprint, ensure_writable_dir, sha256_file, sha256_of_set
 from datasets.labels.base import LabelSet
 from datasets.pretrained import WEIGHTS_NAME
+
+if TYPE_CHECKING:
+    from datasets.ct_pipeline import CTVolumePreprocessing
 
 __all__ = ["SCORES_CSV", "RUN_JSON", "ZeroShotTask", "read_class_prompts", "resolve_task", "run_zeroshot", "main"]
 
@@ -282,6 +286,8 @@ def run_zeroshot(
         items = [item for item in _items(task) if not writer.done(item.name)]
         if not items:
             return out / SCORES_CSV
+        if cache_dir is not None:
+            _report_cache_coverage(items, preprocessing, cache_dir)
         prompt_embeds = net.encode_texts(texts)[0]  # (P, E)
         negative_embeds = net.encode_texts(negatives)[0] if negatives else None
         dataset = CTVolumeDataset(items, preprocessing, crop, cache_dir)
@@ -292,6 +298,23 @@ def run_zeroshot(
             for meta, row in zip(batch["meta"], class_scores.tolist()):
                 writer.write({"VolumeName": meta["VolumeName"], **{c: repr(v) for c, v in zip(classes, row)}})
     return out / SCORES_CSV
+
+
+def _report_cache_coverage(items: list, preprocessing: CTVolumePreprocessing, cache_dir: str) -> None:
+    """Log how many volumes the cache already holds for this model's preprocessing (warn when none of a used cache)."""
+    from datasets.cache import PreprocessCache
+    from datasets.ct_pipeline import volume_cache_key
+
+    cache = PreprocessCache(cache_dir)
+    found = sum(cache.has(volume_cache_key(item.path, preprocessing, item.geometry)) for item in items)
+    if found == 0 and any(cache.folder.glob("*/*.json")):
+        logger.warning(
+            "the cache %s holds no volume preprocessed as this model needs (entries are keyed by every preprocessing "
+            "parameter); all %d are preprocessed now and added. Fill it for this model with: brgsa prepare --model "
+            "MODEL --volumes ... --out %s", cache.folder, len(items), cache.folder,
+        )
+    else:
+        logger.info("cache %s: %d of %d volumes already preprocessed", cache.folder, found, len(items))
 
 
 def _read_scores(path: Path, task: ZeroShotTask) -> np.ndarray:

@@ -88,6 +88,10 @@ class PreprocessCache:
         base = self.folder / key[:2] / key
         return base.with_suffix(".npz"), base.with_suffix(".json")
 
+    def has(self, key: str) -> bool:
+        """Whether an entry for ``key`` was stored (its JSON, written last, marks it complete)."""
+        return self._paths(key)[1].is_file()
+
     def load(self, key: str) -> Entry | None:
         """The stored entry, or None if absent or unreadable (a damaged entry is logged and recomputed later)."""
         arrays_path, meta_path = self._paths(key)

@@ -152,3 +152,32 @@ def test_prompt_file_replaces_the_benchmark_prompts(tmp_path, bench, model_dir, 
     prompts.write_text("".join(f"Findings consistent with {c}\n" for c in CLASSES[:-1]))
     err = bad_run(capsys, [*args, "--prompts", str(prompts)], tmp_path / "short")
     assert f"{prompts} has 17 prompt lines but there are 18 classes" in err
+
+
+def test_prepare_with_the_model_fills_the_cache_zeroshot_reads(tmp_path, bench, model_dir, caplog):
+    """A cache filled with other parameters was silently missed; `prepare --model` fills it with the model's own."""
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    with open(bench / TEST_LABELS, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            (volumes / row["VolumeName"]).symlink_to(bench / "volumes" / row["VolumeName"])
+    args = [str(model_dir), "--benchmark", "synthetic-ct3d", "--data-root", str(bench.parent), "--no-check-counts"]
+    other = tmp_path / "other_cache"
+    assert main(["prepare", "--volumes", str(volumes), "--out", str(other), "--no-progress", "--metadata",
+                 str(bench / "validation_metadata.csv"), "--spacing", "10", "10", "20", "--size", "32", "32", "16",
+                 "--crop-size", "32", "32", "16"]) == 0
+    with caplog.at_level("INFO"):
+        assert run([*args, "--out", str(tmp_path / "a"), "--cache", str(other)]) == 0
+    assert "holds no volume preprocessed as this model needs" in caplog.text and "--model" in caplog.text
+
+    cache = tmp_path / "cache"
+    model_config = json.loads((model_dir / "config.json").read_text())
+    assert "normalisation" in model_config["preprocessing"]
+    for source in (["--model", str(model_dir)], ["--config", str(model_dir / "config.json")]):
+        assert main(["prepare", "--volumes", str(volumes), "--out", str(cache), "--no-progress", "--metadata",
+                     str(bench / "validation_metadata.csv"), *source]) == 0
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert run([*args, "--out", str(tmp_path / "b"), "--cache", str(cache)]) == 0
+    assert "8 of 8 volumes already preprocessed" in caplog.text
+    assert read_rows(tmp_path / "a" / "scores.csv") == read_rows(tmp_path / "b" / "scores.csv")
