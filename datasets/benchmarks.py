@@ -307,7 +307,7 @@ def load_benchmark(
         if check_counts and expected is not None and int(expected) != found:
             raise InputError(
                 f"benchmark {name}: expected {expected} {key} ({path}), found {found} in {sources['labels']}; "
-                f"pass check_counts=False to load a partial or different copy"
+                "pass --no-check-counts (check_counts=False in Python) to load a partial or different copy"
             )
     return Benchmark(
         name=config["name"],

@@ -133,8 +133,7 @@ def _text(path: Path, row: TableRow, section: str, findings_col: str, impression
         columns = {"findings": findings_col, "impression": impression_col}.get(section, both)
         raise InputError(
             f"{path}: row {row.number}, column {columns!r}: empty report text (section {section!r}); to accept such "
-            "rows, set skip_empty_reports: true (training data modules) or pass --allow-empty (summarize, "
-            "align-prompts)"
+            "rows, set skip_empty_reports: true (training data modules) or pass --allow-empty (brgsa summarize)"
         )
     return chosen
 

@@ -7,7 +7,7 @@ apart by the header (:func:`read_report_table`). Output: a CSV keyed like the in
 
 =================  ============================================================================================
 ``sentences``      JSON list of the sentences
-``source``         ``llm`` or ``rules``: the path that made this row
+``source``         ``llm`` or ``rules``: the path that made this row; ``none`` for an empty report (``[]``)
 ``fallback``       ``true`` when the LLM output was unusable and the rules made the row
 ``aligner``        the aligner asked for: ``rules`` or ``llm``
 ``model``          model folder or hub id (empty for the rules)

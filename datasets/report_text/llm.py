@@ -13,6 +13,7 @@ asked for.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +27,19 @@ from datasets.text_models import check_local_model_path
 __all__ = ["LLMAligner"]
 
 logger = logging.getLogger(__name__)
+
+
+_GENERATIVE_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def _check_generative(config: object, model_id: str) -> None:
+    """Refuse a model whose ``config.json`` names only non-generative architectures (e.g. a BERT encoder)."""
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not any(name.endswith(_GENERATIVE_SUFFIXES) for name in architectures):
+        raise InputError(
+            f"{model_id!r} is a {', '.join(architectures)} (architectures in its config.json), not a causal language "
+            "model; --aligner llm needs a generative model (a *ForCausalLM, e.g. a Llama, Qwen or Mistral folder)"
+        )
 
 
 class LLMAligner:
@@ -102,7 +116,7 @@ class LLMAligner:
         Raises:
             InputError: the model or tokenizer cannot be loaded, or an unknown ``dtype``.
         """
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         torch_dtype = "auto"
         if dtype is not None:
@@ -110,15 +124,19 @@ class LLMAligner:
                 raise InputError(f"dtype must be bfloat16, float16 or float32, got {dtype!r}")
             torch_dtype = getattr(torch, dtype)
         check_local_model_path(model_id)
+        is_folder = Path(model_id).expanduser().is_dir()
+        where = "a local folder" if is_folder else "no local folder, so a Hugging Face hub id"
         try:
+            _check_generative(AutoConfig.from_pretrained(model_id, trust_remote_code=trust_remote_code), model_id)
             tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
                 model_id, trust_remote_code=trust_remote_code, dtype=torch_dtype
             )
+        except InputError:
+            raise
         except (OSError, ValueError) as err:
             raise InputError(
-                f"cannot load a causal language model from {model_id!r} (a local folder, or a hub id already in the "
-                f"cache): {' '.join(str(err).split())[:300]}"
+                f"cannot load a causal language model from {model_id!r} ({where}): {' '.join(str(err).split())[:300]}"
             ) from err
         return cls(model.to(device), tokenizer, config, fallback, model_id, batch_size)
 

@@ -113,3 +113,13 @@ def test_llm_aligner_end_to_end_falls_back_per_row(tmp_path, tiny_lm_dir):
                                                                                    str(tiny_lm_dir))
         assert len(row["prompt_sha256"]) == 64
     assert json.loads(rows[2]["sentences"]) == ["There is No Finding"]
+
+
+def test_llm_aligner_refuses_an_encoder_and_says_when_no_folder_is_there(tmp_path, tiny_bert_dir):
+    """A BERT folder loaded as a causal LM only ever fell back to the rules, with exit 0."""
+    reports, out = _manifest(tmp_path / "pairs.csv"), tmp_path / "aligned.csv"
+    with pytest.raises(InputError, match=r"is a BertModel \(architectures in its config.json\), not a causal"):
+        main([str(reports), "--out", str(out), "--aligner", "llm", "--model", str(tiny_bert_dir)])
+    with pytest.raises(InputError, match=r"'nodir' \(no local folder, so a Hugging Face hub id\)"):
+        main([str(reports), "--out", str(out), "--aligner", "llm", "--model", "nodir"])
+    assert not out.exists()
