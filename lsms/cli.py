@@ -63,7 +63,8 @@ def _segment(args: list[str]) -> int:
     parser.add_argument("image", nargs="?", help="NIfTI, DICOM file, DICOM series folder, PNG or NPY")
     parser.add_argument("--slice", type=int, default=None, help="slice index along the volume's 3rd array axis")
     parser.add_argument("--prompt", action="append", default=[], help="referring expression (repeatable)")
-    parser.add_argument("--batch", help="CSV with columns image,slice_index,prompt instead of IMAGE/--prompt")
+    parser.add_argument("--batch", help="CSV with columns image,slice_index,prompt instead of IMAGE/--prompt "
+                        "(relative image paths are read from the CSV's folder)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
     parser.add_argument("--already-hu", action="store_true", help="stored DICOM values are already HU")

@@ -101,6 +101,9 @@ def read_batch_csv(path: str | Path) -> list[SegmentationRequest]:
             for number, row in enumerate(reader, start=2):
                 image = Path(row["image"])
                 image = image if image.is_absolute() else path.parent / image
+                if not image.exists():
+                    raise InputError(f"{path} row {number}: image {image} does not exist (relative paths are read "
+                                     "from the CSV's folder)")
                 raw_index = (row["slice_index"] or "").strip()
                 try:
                     index = int(raw_index) if raw_index else None
@@ -137,11 +140,11 @@ def prepare_input(request: SegmentationRequest, preprocessing: SlicePreprocessin
         image, geometry = preprocess_volume_slice(volume, index, preprocessing)
         display = geometry.orientation.apply(volume.array[:, :, index])
         return PreparedInput(request, image, geometry, display, tuple(volume.array.shape), volume.affine, index)
-    if request.slice_index not in (None, 0):
-        raise InputError(f"{request.image} is a 2D image: slice index {request.slice_index} is out of range (only 0)")
     from datasets.refseg import read_2d
 
-    plane, is_hu = read_2d(request.image)
+    plane, is_hu = read_2d(request.image)  # an unreadable file is named as such before its slice index is judged
+    if request.slice_index not in (None, 0):
+        raise InputError(f"{request.image} is a 2D image: slice index {request.slice_index} is out of range (only 0)")
     image, geometry = prepare_2d_image(plane, preprocessing, is_hu=is_hu, source=str(request.image))
     return PreparedInput(request, image, geometry, plane, None, None, None)
 

@@ -176,6 +176,12 @@ def test_bad_inputs_fail_clearly_without_output(tiny_model_dir, benchmark, tmp_p
                                "--out", str(out)], "prompt 1 is empty", out)
     _assert_bad_input(capsys, ["segment", str(tiny_model_dir), volume, "--prompt", "the lesion", "--out", str(out)],
                       "give --slice", out)
+    batch = tmp_path / "batch.csv"
+    batch.write_text(f"image,slice_index,prompt\n{volume},1,the lesion\nmissing.nii.gz,1,the lesion\n")
+    _assert_bad_input(capsys, ["segment", str(tiny_model_dir), "--batch", str(batch), "--out", str(out)],
+                      "batch.csv row 3: image", out)
+    _assert_bad_input(capsys, ["segment", str(tiny_model_dir), str(batch), "--slice", "1", "--prompt", "the lesion",
+                               "--out", str(out)], "not a readable 2D image", out)  # not "slice out of range"
 
     other = save_model_folder(tmp_path / "carzero_model", torch.nn.Linear(2, 2), model_type="carzero",
                               model_config={}, preprocessing={})
