@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from datasets.cli_utils import EXIT_BAD_INPUT, run_cli, setup_logging
+from datasets.errors import InputError
 
 PROGRAM = "python -m datasets"
 
@@ -37,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
 def _check(args: argparse.Namespace) -> int:
     from datasets.check import check_manifest, write_filtered_manifest, write_report
 
+    outputs = [Path(name).resolve() for name in (args.report, args.write_filtered) if name]
+    if Path(args.manifest).resolve() in outputs or len(set(outputs)) < len(outputs):
+        raise InputError("--report, --write-filtered and the manifest must be three different files; one would "
+                         "overwrite another")
     report = check_manifest(args.manifest, full=args.full, workers=args.workers)
     for problem in report.problems:
         print(problem)

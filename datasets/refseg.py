@@ -380,6 +380,12 @@ def read_refseg_manifest(path: str | os.PathLike) -> RefSegManifest:
         InputError: listing every problem (file, row number and row_id, column, what was expected).
     """
     parsed = parse_refseg_manifest(path)
+    versions = {raw.get("format_version", "").strip() for raw in parsed.raw_rows if raw} - {"", REFSEG_FORMAT}
+    if versions and not parsed.rows:
+        raise InputError(
+            f"{parsed.path} is a {', '.join(sorted(versions))} table (its format_version column), not a "
+            f"{REFSEG_FORMAT} referring-segmentation manifest (columns: {', '.join(REFSEG_COLUMNS)})"
+        )
     if parsed.problems:
         listed = "; ".join(str(p) for p in parsed.problems[:_MAX_LISTED])
         more = len(parsed.problems) - _MAX_LISTED

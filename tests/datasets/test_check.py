@@ -135,3 +135,9 @@ def test_bad_arguments_exit_two_with_one_line(folder, capsys):
     write_refseg_manifest(folder / "ok.csv", [_row("a")])
     assert main(["check", str(folder / "ok.csv"), "--workers", "0"]) == 2
     assert "--workers must be >= 1" in capsys.readouterr().err
+    before = (folder / "ok.csv").read_bytes()
+    for outputs in (["--report", "same.csv", "--write-filtered", "same.csv"], ["--write-filtered", "ok.csv"]):
+        outputs = [str(folder / name) if name.endswith(".csv") else name for name in outputs]
+        assert main(["check", str(folder / "ok.csv"), *outputs]) == 2
+        assert "three different files" in capsys.readouterr().err
+    assert (folder / "ok.csv").read_bytes() == before and not (folder / "same.csv").exists()

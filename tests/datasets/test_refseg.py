@@ -151,3 +151,15 @@ def test_an_unreadable_2d_image_names_the_types_read(tmp_path):
     header.write_bytes(b"\x5c\x01\x00\x00" + bytes(344))
     with pytest.raises(InputError, match=r"scan\.hdr is not a readable 2D image .*NIfTI as \.nii or \.nii\.gz"):
         read_2d(header)
+
+
+def test_a_table_of_another_format_is_named_in_one_short_message(tmp_path):
+    """A pairs-1 manifest was reported as ten repeated per-row problems "and 24 more"."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("format_version,image,findings,impression,view,split,subject_id,study_id\n"
+                     + "".join(f"pairs-1,img{i}.png,Effusion.,,PA,train,{i},{i}\n" for i in range(30)),
+                     encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        read_refseg_manifest(pairs)
+    message = str(caught.value)
+    assert "is a pairs-1 table (its format_version column), not a refseg-1" in message and len(message) < 400
