@@ -8,6 +8,7 @@ whole. :func:`add_generator_arguments` adds the options all ``python -m datasets
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import tempfile
@@ -20,6 +21,8 @@ from datasets.errors import InputError
 from datasets.io import apply_default_modes, ensure_writable_dir
 
 __all__ = ["add_generator_arguments", "check_seed", "non_negative_int", "write_benchmark_folder"]
+
+logger = logging.getLogger(__name__)
 
 
 def non_negative_int(text: str) -> int:
@@ -86,6 +89,26 @@ def _install(tmp: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
+def _remove_abandoned(parent: Path, name: str) -> None:
+    """Delete the temporary folders of earlier runs for ``name`` whose process is gone (killed mid-write)."""
+    for folder in parent.glob(f".{name}.tmp-*-*"):
+        pid = folder.name[len(f".{name}.tmp-"):].split("-", 1)[0]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed %s, left by a run that was killed while writing", folder)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def write_benchmark_folder(
     out_dir: str | os.PathLike, overwrite: bool, write: Callable[[Path], dict[str, Any]]
 ) -> dict[str, Any]:
@@ -107,7 +130,8 @@ def write_benchmark_folder(
     _check_output(out, overwrite)
     parent = ensure_writable_dir(out.parent if str(out.parent) else ".")
     start, cpu = time.perf_counter(), time.process_time()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    _remove_abandoned(parent, out.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=parent))
     try:
         info = write(tmp)
         apply_default_modes(tmp)

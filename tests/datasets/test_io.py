@@ -144,3 +144,18 @@ def test_load_weights_reads_tensors_and_refuses_code(tmp_path):
         load_weights(tmp_path / "truncated.safetensors")
     with pytest.raises(FileNotFoundError):
         load_weights(tmp_path / "missing.pt")
+
+
+def test_a_benchmark_write_removes_temporary_folders_of_killed_runs_only(tmp_path):
+    import subprocess
+
+    from datasets.synthetic.output import write_benchmark_folder
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = tmp_path / f".bench.tmp-{dead.pid}-abc123"  # a run killed mid-write
+    running = tmp_path / f".bench.tmp-{os.getpid()}-def456"  # a run still writing
+    for folder in (abandoned, running):
+        (folder / "images").mkdir(parents=True)
+    write_benchmark_folder(tmp_path / "bench", False, lambda out: (out / "benchmark.json").write_text("{}") and {})
+    assert not abandoned.exists() and running.is_dir() and (tmp_path / "bench" / "benchmark.json").is_file()
