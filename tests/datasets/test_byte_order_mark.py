@@ -34,5 +34,6 @@ def test_text_lists_and_prompt_files_with_a_byte_order_mark(tmp_path):
 
 
 def test_segment_batch_csv_with_a_byte_order_mark(tmp_path):
+    (tmp_path / "ct.nii.gz").touch()  # the batch reader checks that each image is there
     requests = read_batch_csv(_write(tmp_path / "batch.csv", "image,slice_index,prompt\nct.nii.gz,3,the lesion\n"))
     assert requests[0].image == tmp_path / "ct.nii.gz" and requests[0].slice_index == 3
