@@ -171,12 +171,15 @@ def _open(path: Path, kind: str, decode: bool) -> _Info:
     return _volume(path, kind, decode) if kind in ("nifti", "dicom", "dicom-series") else _plane(path, kind, decode)
 
 
-def _check_group(rows: list[RefSegRow], full: bool) -> list[ManifestProblem]:
-    """Check all rows sharing one image; the image is opened once, each mask once."""
+def _check_group(manifest: Path, rows: list[RefSegRow], full: bool) -> list[ManifestProblem]:
+    """Check all rows sharing one image; the image is opened once, each mask once.
+
+    Problems are located like the manifest reader's (``manifest row N, column C``), the file at fault in the reason.
+    """
     problems: list[ManifestProblem] = []
 
     def add(row: RefSegRow, column: str, path: Path, reason: str) -> None:
-        problems.append(ManifestProblem(str(path), reason, row.number, row.row_id, column))
+        problems.append(ManifestProblem(str(manifest), f"{path}: {reason}", row.number, row.row_id, column))
 
     first = rows[0]
     try:
@@ -251,10 +254,10 @@ def check_manifest(path: str | os.PathLike, *, full: bool = False, workers: int 
         groups.setdefault(row.image, []).append(row)
     problems = list(parsed.problems)
     if workers == 1:
-        found: Iterable[list[ManifestProblem]] = [_check_group(rows, full) for rows in groups.values()]
+        found: Iterable[list[ManifestProblem]] = [_check_group(parsed.path, rows, full) for rows in groups.values()]
     else:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            found = list(pool.map(lambda rows: _check_group(rows, full), groups.values()))
+            found = list(pool.map(lambda rows: _check_group(parsed.path, rows, full), groups.values()))
     for group_problems in found:
         problems.extend(group_problems)
     problems.sort(key=lambda p: (-1 if p.row is None else p.row, p.column))

@@ -80,6 +80,11 @@ def _run(args, capsys):
     return status, capsys.readouterr().out
 
 
+def _line(output: str, manifest: str, where: str, reason: str) -> bool:
+    """Whether a printed problem starts with the manifest and its row, like the reader's, and gives the reason."""
+    return any(line.startswith(f"{manifest} {where}") and reason in line for line in output.splitlines())
+
+
 def test_every_planted_problem_in_one_run(folder, capsys):
     header = [name for name in REFSEG_COLUMNS if name != "template_id"]
     with open(folder / "m.csv", "w", newline="") as handle:
@@ -91,13 +96,14 @@ def test_every_planted_problem_in_one_run(folder, capsys):
     status, quick = _run(["check", str(folder / "m.csv"), "--quick", "--report", str(folder / "quick.json")], capsys)
     assert status == 2
     assert "column 'template_id': missing column 'template_id'" in quick
-    assert "row 3 (row_id 'missing'), column 'image': file not found" in quick
-    assert "row 4 (row_id 'dicom'), column 'image': pixel data truncated" in quick
-    assert "row 5 (row_id 'shape'), column 'mask': mask shape (20, 16, 3) does not match the image shape (20, 16, 4)" \
-        in quick
+    manifest = str(folder / "m.csv")
+    assert _line(quick, manifest, "row 3 (row_id 'missing'), column 'image': ", "file not found")
+    assert _line(quick, manifest, "row 4 (row_id 'dicom'), column 'image': ", "pixel data truncated")
+    assert _line(quick, manifest, "row 5 (row_id 'shape'), column 'mask': ",
+                 "mask shape (20, 16, 3) does not match the image shape (20, 16, 4)")
     assert "row 6 (row_id 'notext'), column 'text': is empty" in quick
     assert "row 9 (row_id 'split'), column 'split': got 'training'" in quick
-    assert "row 10 (row_id 'range'), column 'slice_index': slice_index 4 is out of range" in quick
+    assert _line(quick, manifest, "row 10 (row_id 'range'), column 'slice_index': ", "slice_index 4 is out of range")
     assert "row 2 " not in quick and "'nan'" not in quick and "'cut'" not in quick and "'empty'" not in quick
     report = json.loads((folder / "quick.json").read_text())
     assert report["mode"] == "quick" and report["rows"] == 10 and report["rows_with_problems"] == 6
@@ -105,9 +111,9 @@ def test_every_planted_problem_in_one_run(folder, capsys):
 
     status, full = _run(["check", str(folder / "m.csv"), "--full", "--workers", "2"], capsys)
     assert status == 2
-    assert "row 7 (row_id 'nan'), column 'image': image has 36 NaN/inf values" in full
-    assert "row 8 (row_id 'cut'), column 'image'" in full and "could not be read as NIfTI" in full
-    assert "row 11 (row_id 'empty'), column 'mask': mask has no foreground at slice 2" in full
+    assert _line(full, manifest, "row 7 (row_id 'nan'), column 'image': ", "image has 36 NaN/inf values")
+    assert _line(full, manifest, "row 8 (row_id 'cut'), column 'image': ", "could not be read as NIfTI")
+    assert _line(full, manifest, "row 11 (row_id 'empty'), column 'mask': ", "mask has no foreground at slice 2")
     assert "row 2 " not in full and "9 problem(s) in 9 of 10 rows" not in full and "in 9 of 10 rows" in full
 
 
