@@ -8,10 +8,10 @@ Usage::
     brgsa prepare --volumes demo/ --out cache/ --spacing 3.5 3.5 7 --size 112 112 56 --crop-size 96 96 48
     brgsa prepare --volumes CT-RATE/dataset/valid --out cache/ --model runs/brgsa/model   # what zeroshot --cache reads
 
-Volumes: with ``--volumes DIR`` alone, every ``.nii`` / ``.nii.gz`` file under DIR and every folder holding DICOM
-files (``.dcm`` or a ``DICM`` preamble) is one volume. ``--list CSV`` names them instead: a ``path`` column (relative
-to the CSV's folder, or absolute), or a ``VolumeName`` column (any CT-RATE table: labels, reports, metadata) resolved
-under ``--volumes`` with ``--layout``.
+Volumes: with ``--volumes DIR`` alone, every ``.nii`` / ``.nii.gz`` file (and RAD-ChestCT ``.npz`` archive) under
+DIR and every folder holding DICOM files (``.dcm`` or a ``DICM`` preamble) is one volume. ``--list CSV`` names them
+instead: a ``path`` column (relative to the CSV's folder, or absolute), or a ``VolumeName`` column (any CT-RATE table:
+labels, reports, metadata) resolved under ``--volumes`` with ``--layout``.
 
 Each worker process handles one volume at a time (memory is bounded by one volume per worker, see
 :mod:`datasets.ct_pipeline`); entries already in the cache are skipped, and entries are written atomically, so a
@@ -54,7 +54,7 @@ __all__ = ["REPORT_NAME", "find_volumes", "read_volume_list", "prepare_volumes",
 logger = logging.getLogger(__name__)
 
 REPORT_NAME = "prepare_report.json"
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_VOLUME_FILE_SUFFIXES = (".nii", ".nii.gz", ".npz")  # NIfTI, RAD-ChestCT archives
 
 
 def _is_dicom(path: Path) -> bool:
@@ -68,7 +68,7 @@ def _is_dicom(path: Path) -> bool:
 
 
 def find_volumes(root: str | os.PathLike) -> list[Path]:
-    """Every NIfTI file under ``root`` and every folder directly holding DICOM files, sorted.
+    """Every NIfTI file and ``.npz`` archive under ``root`` and every folder directly holding DICOM files, sorted.
 
     Raises:
         InputError: ``root`` is not a folder, or holds no volume.
@@ -80,7 +80,7 @@ def find_volumes(root: str | os.PathLike) -> list[Path]:
     for folder, _, names in os.walk(root):
         others = []
         for name in sorted(names):
-            (volumes if name.lower().endswith(_NIFTI_SUFFIXES) else others).append(Path(folder) / name)
+            (volumes if name.lower().endswith(_VOLUME_FILE_SUFFIXES) else others).append(Path(folder) / name)
         if any(_is_dicom(path) for path in others[:3]):
             volumes.append(Path(folder))
     if not volumes:

@@ -171,7 +171,8 @@ def read_hu_volume(
     """Read a CT volume in HU in its stored orientation, applying CT-RATE metadata geometry when given.
 
     Args:
-        path: NIfTI file, DICOM file or DICOM series folder.
+        path: NIfTI file, DICOM file, DICOM series folder, or RAD-ChestCT ``.npz`` archive
+            (:func:`datasets.labels.radchestct.radchestct_ct_volume`).
         preprocessing: supplies ``already_hu``.
         geometry: spacing and rescale of this volume from a CT-RATE ``*_metadata.csv``: the spacing replaces the
             header's voxel sizes (directions and origin kept) and, unless ``already_hu``, the rescale is applied to
@@ -184,7 +185,12 @@ def read_hu_volume(
         InputError: unreadable input, a 2D image (fewer than 2 voxels along an axis), or a metadata rescale on
             values that are already HU (CT-RATE v2 without ``already_hu=True``).
     """
-    volume = read_ct(path, already_hu=preprocessing.already_hu, canonical=False)
+    if str(path).lower().endswith(".npz"):  # a RAD-ChestCT archive: HU, no header, documented geometry
+        from datasets.labels.radchestct import radchestct_ct_volume
+
+        volume = radchestct_ct_volume(path)
+    else:
+        volume = read_ct(path, already_hu=preprocessing.already_hu, canonical=False)
     if min(volume.array.shape) < 2:
         raise InputError(
             f"{path} is a 2D image of shape {volume.array.shape}, expected a 3D CT volume (X, Y, Z) with at least 2 "
@@ -265,7 +271,8 @@ def load_preprocessed(
     """The deterministic result for one volume, from ``cache`` when present there (computed and stored otherwise).
 
     Args:
-        path: NIfTI file, DICOM file or DICOM series folder.
+        path: NIfTI file, DICOM file, DICOM series folder, or RAD-ChestCT ``.npz`` archive
+            (:func:`datasets.labels.radchestct.radchestct_ct_volume`).
         preprocessing: the parameters.
         cache: the cache. Defaults to None (always computed, nothing stored).
         geometry: CT-RATE metadata geometry (see :func:`read_hu_volume`). Defaults to None.

@@ -10,6 +10,10 @@ Public files (Draelos et al. 2021, Zenodo; 3,630 volumes in the public release):
 * ``<NoteAcc_DEID>.npz``: a NumPy archive whose key ``ct`` holds the volume (int16 HU), slice axis first. The public
   volumes were resampled to 0.8 mm isotropic (BrgSA's ``data_process_radchestct.py`` default); the archive itself
   stores no spacing or direction, so :func:`read_radchestct_volume` reports the spacing as that documented value.
+  :func:`radchestct_ct_volume` turns it into a :class:`~datasets.ct.CTVolume` for the CT pipeline: the slice axis is
+  flipped as BrgSA's preprocessing does (research notes "brgsa.md" 3.2), and, the direction being unrecorded, the axes
+  are taken in the DICOM display convention (columns toward patient left, rows toward posterior, flipped slices toward
+  superior), an assumption stated in the volume's ``meta``.
 
 Zero-shot classes (BrgSA, research notes "brgsa.md" 2.3): the 16 RAD abnormalities :data:`CLASSES` matched to CT-RATE
 findings (:data:`DISPLAY_NAMES`); CT-RATE's Mosaic attenuation pattern has no counterpart and is dropped; RAD's
@@ -23,11 +27,15 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from datasets.errors import InputError
 from datasets.labels.base import LabelSet, check_unique_ids, parse_binary, read_csv_table, require_columns
+
+if TYPE_CHECKING:
+    from datasets.ct import CTVolume
 
 __all__ = [
     "FORMAT_VERSION",
@@ -36,6 +44,7 @@ __all__ = [
     "VOLUME_KEY",
     "SPACING_MM",
     "RadChestCTVolume",
+    "radchestct_ct_volume",
     "read_radchestct_labels",
     "read_radchestct_volume",
 ]
@@ -128,3 +137,20 @@ def read_radchestct_volume(path: str | os.PathLike) -> RadChestCTVolume:
     if array.ndim != 3:
         raise InputError(f"{path}: array {VOLUME_KEY!r} has shape {array.shape}; expected a 3-D volume")
     return RadChestCTVolume(array, SPACING_MM, path)
+
+
+def radchestct_ct_volume(path: str | os.PathLike) -> CTVolume:
+    """A RAD-ChestCT ``.npz`` volume as a :class:`~datasets.ct.CTVolume` (array (X, Y, Z) float32 HU, RAS+ affine).
+
+    Raises:
+        FileNotFoundError, InputError: as :func:`read_radchestct_volume`.
+    """
+    from datasets.ct import CTVolume
+
+    volume = read_radchestct_volume(path)
+    array = np.ascontiguousarray(volume.array[::-1].transpose(2, 1, 0), dtype=np.float32)  # (Z,Y,X) -> (X,Y,Z)
+    spacing = (volume.spacing[2], volume.spacing[1], volume.spacing[0])
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])  # LPS voxel axes, superior slices, in RAS+
+    meta = {"format": "radchestct-npz", "already_hu": True, "orientation": "LPS", "canonical": False,
+            "assumed_geometry": f"{SPACING_MM} mm, slices flipped, display-convention directions (not in the file)"}
+    return CTVolume(array, affine, spacing, str(volume.source), meta)

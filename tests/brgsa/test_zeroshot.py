@@ -181,3 +181,32 @@ def test_prepare_with_the_model_fills_the_cache_zeroshot_reads(tmp_path, bench, 
         assert run([*args, "--out", str(tmp_path / "b"), "--cache", str(cache)]) == 0
     assert "8 of 8 volumes already preprocessed" in caplog.text
     assert read_rows(tmp_path / "a" / "scores.csv") == read_rows(tmp_path / "b" / "scores.csv")
+
+
+def test_rad_chestct_benchmark_reads_the_release_npz_volumes(tmp_path, model_dir):
+    """RAD-ChestCT ships `<NoteAcc_DEID>.npz` archives (key `ct`, slices first); the benchmark refused them."""
+    import shutil
+
+    from datasets.ct_pipeline import read_hu_volume
+    from datasets.labels.radchestct import CLASSES as RAD_CLASSES
+
+    root = tmp_path / "RAD-ChestCT"
+    (root / "volumes").mkdir(parents=True)
+    table = ROOT / "tests" / "data" / "labels" / "radchestct" / "imgtest_Abnormality_and_Location_Labels.csv"
+    shutil.copy(table, root / table.name)
+    rng = np.random.default_rng(0)
+    names = [line.split(",")[0] for line in table.read_text().splitlines()[1:]]
+    for name in names:
+        stored = rng.integers(-1000, 400, (24, 40, 40)).astype(np.int16)  # (slices, rows, columns), HU
+        np.savez_compressed(root / "volumes" / f"{name}.npz", ct=stored)
+    out = tmp_path / "zs"
+    assert run([str(model_dir), "--benchmark", "rad-chestct", "--data-root", str(tmp_path), "--no-check-counts",
+                "--out", str(out)]) == 0
+    rows = read_rows(out / "scores.csv")
+    assert sorted(rows) == sorted(names) and set(next(iter(rows.values()))) == {"VolumeName", *RAD_CLASSES}
+
+    volume = read_hu_volume(root / "volumes" / f"{names[0]}.npz", TINY_PREPROCESSING)
+    with np.load(root / "volumes" / f"{names[0]}.npz") as archive:
+        stored = archive["ct"]
+    assert volume.array.shape == (40, 40, 24) and volume.spacing == (0.8, 0.8, 0.8)
+    assert volume.array[3, 5, 0] == stored[-1, 5, 3]  # x = column, y = row, slices flipped as BrgSA's preprocessing
