@@ -48,12 +48,18 @@ def test_registry_lists_names_and_unknown_name_lists_them(tmp_path):
 
 
 def test_chestxray14_count_check_and_override(tmp_path):
-    root = _place(tmp_path, {"ChestXray14/test_list.txt": DATA / "chestxray14" / "chexnet_test_list.txt"})
+    root = _place(tmp_path, {  # both lists, each where its release puts it: NIH's beside Data_Entry, CheXNet's in labels/
+        "ChestXray14/labels/test_list.txt": DATA / "chestxray14" / "chexnet_test_list.txt",
+        "ChestXray14/test_list.txt": DATA / "chestxray14" / "test_list.txt",
+        "ChestXray14/Data_Entry_2017.csv": DATA / "chestxray14" / "Data_Entry_2017.csv",
+    })
     with pytest.raises(InputError, match=r"benchmark chestxray14: expected 22433 images .* found 2 in .*test_list.txt"):
         load_benchmark("chestxray14", root)
     bench = load_benchmark("chestxray14", root, check_counts=False)
     assert bench.class_names == chestxray14.CLASSES and bench.prompt_texts[3] == "There is Pulmonary Infiltration"
     assert bench.published[-1]["model"] == "CARZero" and bench.published[-1]["value"] == 0.811
+    assert load_benchmark("chestxray14-nih", root, check_counts=False).labels.image_ids == [
+        "00000003_000.png", "00000003_001.png"]
     sample = next(bench.samples())
     assert sample["image"] == root / "ChestXray14" / "images" / "images" / "00000003_000.png"
     with pytest.raises(InputError, match=r"absent from the folder .*ChestXray14/images: '00000003_000.png'"):
