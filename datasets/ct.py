@@ -46,6 +46,7 @@ __all__ = [
     "CTVolume",
     "CTSlice",
     "read_ct",
+    "check_hu_plausible",
     "extract_slice",
     "SUPPORTED_ON_PROBLEM",
     "SLICE_GAP_TOLERANCE",
@@ -113,6 +114,7 @@ def read_ct(
     already_hu: bool = False,
     canonical: bool = False,
     on_problem: str = "error",
+    check_hu: bool = True,
 ) -> CTVolume:
     """Read a CT volume in Hounsfield units from a NIfTI file, one DICOM file, or a folder holding one DICOM series.
 
@@ -126,6 +128,9 @@ def read_ct(
         on_problem: ``"error"`` raises on a folder with several series or slices with uneven spacing; ``"warn"``
             logs a warning, records it in ``meta["problems"]`` and continues (largest series; affine from the
             mean slice step). Defaults to ``"error"``.
+        check_hu: warn when the values do not look like HU (:func:`check_hu_plausible`). A caller that rescales the
+            values itself afterwards (CT-RATE v1 metadata) passes False and checks the rescaled values. Defaults to
+            True.
 
     Returns:
         The :class:`CTVolume`.
@@ -160,7 +165,8 @@ def read_ct(
     meta["canonical"] = canonical
     meta["orientation"] = orientation_code(affine)
     array = np.ascontiguousarray(array, dtype=np.float32)
-    _check_hu_plausible(array, source, meta)
+    if check_hu:
+        check_hu_plausible(array, source, meta)
     return CTVolume(array=array, affine=affine, spacing=affine_spacing(affine), source=str(source), meta=meta)
 
 
@@ -465,7 +471,11 @@ def _check_affine(affine: np.ndarray, source: Path, meta: dict[str, Any]) -> Non
         )
 
 
-def _check_hu_plausible(array: np.ndarray, source: Path, meta: dict[str, Any]) -> None:
+def check_hu_plausible(array: np.ndarray, source: str | os.PathLike, meta: dict[str, Any]) -> None:
+    """Warn when a volume's values cannot be Hounsfield units; records ``meta["hu_plausible"]``.
+
+    ``meta`` needs ``modality`` and ``already_hu`` (as :func:`read_ct` fills them).
+    """
     meta["hu_plausible"] = None
     if meta["modality"] not in (None, "CT"):
         logger.warning(

@@ -38,7 +38,7 @@ from monai.data import MetaTensor
 from monai.transforms import NormalizeIntensity, Orientation, ResizeWithPadOrCrop, ScaleIntensityRange, Spacing
 
 from datasets.cache import PreprocessCache, cache_key
-from datasets.ct import CTVolume, read_ct
+from datasets.ct import CTVolume, check_hu_plausible, read_ct
 from datasets.errors import InputError
 from datasets.labels.ctrate import CTRateGeometry
 from datasets.nifti import affine_spacing, orientation_code
@@ -190,7 +190,9 @@ def read_hu_volume(
 
         volume = radchestct_ct_volume(path)
     else:
-        volume = read_ct(path, already_hu=preprocessing.already_hu, canonical=False)
+        rescales = geometry is not None and not preprocessing.already_hu and (
+            geometry.rescale_slope, geometry.rescale_intercept) != (1.0, 0.0)
+        volume = read_ct(path, already_hu=preprocessing.already_hu, canonical=False, check_hu=not rescales)
     if min(volume.array.shape) < 2:
         raise InputError(
             f"{path} is a 2D image of shape {volume.array.shape}, expected a 3D CT volume (X, Y, Z) with at least 2 "
@@ -214,6 +216,7 @@ def read_hu_volume(
         )
     volume.array = volume.array * np.float32(slope) + np.float32(intercept)
     volume.meta["rescale_applied"] = True
+    check_hu_plausible(volume.array, path, volume.meta)  # on the values the pipeline uses, not the stored ones
     return volume
 
 

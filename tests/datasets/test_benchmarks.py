@@ -48,7 +48,7 @@ def test_registry_lists_names_and_unknown_name_lists_them(tmp_path):
 
 
 def test_chestxray14_count_check_and_override(tmp_path):
-    root = _place(tmp_path, {  # both lists, each where its release puts it: NIH's beside Data_Entry, CheXNet's in labels/
+    root = _place(tmp_path, {  # each list where its release puts it: NIH's top level, CheXNet's in labels/
         "ChestXray14/labels/test_list.txt": DATA / "chestxray14" / "chexnet_test_list.txt",
         "ChestXray14/test_list.txt": DATA / "chestxray14" / "test_list.txt",
         "ChestXray14/Data_Entry_2017.csv": DATA / "chestxray14" / "Data_Entry_2017.csv",

@@ -160,6 +160,18 @@ def test_metadata_geometry_overrides_header_spacing_and_rescales(tmp_path: Path)
     assert meta["rescale_applied"] and meta["metadata_geometry"]["intercept"] == -1024.0
 
 
+def test_raw_values_rescaled_by_the_metadata_get_no_advice_to_rescale_them(tmp_path: Path, caplog) -> None:
+    """A CT-RATE v1 volume was told "apply the metadata rescale yourself" while the pipeline applied it."""
+    raw = (_phantom().astype(np.int32) + 1024).clip(0).astype(np.int16)  # no value below 0: not HU as stored
+    raw_path = _write(tmp_path / "raw.nii.gz", raw, (2.0, 2.0, 3.0))
+    with caplog.at_level("WARNING"):
+        read_hu_volume(raw_path, TINY, CTRateGeometry((2.0, 2.0, 3.0), 1.0, -1024.0))
+    assert "raw stored values" not in caplog.text
+    with caplog.at_level("WARNING"):
+        read_hu_volume(raw_path, TINY)  # no metadata: the warning is the user's only hint
+    assert "raw stored values" in caplog.text
+
+
 def test_rescale_of_values_already_in_hu_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path / "v2.nii.gz", _phantom(), (2.0, 2.0, 3.0))
     geometry = CTRateGeometry((2.0, 2.0, 3.0), 1.0, -1024.0)
