@@ -126,6 +126,14 @@ def read_lvit_split(root: str | os.PathLike, split: str) -> list[dict[str, str]]
             "mask": str(mask.resolve()), "mask_value": "", "lesion_id": "", "text": text, "template_id": "",
             "source_row": f"{sheet_name}:{excel_row}",
         })
+    annotated = {Path(row["mask"]).name for row in rows}
+    unannotated = sorted(path.name for path in (folder / "labelcol").iterdir()
+                         if path.is_file() and not path.name.startswith(".") and path.name not in annotated)
+    if unannotated:
+        logger.warning(
+            "%s: %d mask(s) in labelcol/ have no row in %s and are left out (no text to pair them with), e.g. %s",
+            folder, len(unannotated), sheet_name, ", ".join(unannotated[:3]),
+        )
     return rows
 
 

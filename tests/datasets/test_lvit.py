@@ -62,6 +62,21 @@ def test_converted_manifest_feeds_the_datamodule(lvit_root, tmp_path):
     assert batch["mask"].sum() > 0 and sorted(batch["text"])[0] == "Bilateral pulmonary infection, two infected areas."
 
 
+def test_masks_without_a_spreadsheet_row_are_counted_in_a_warning(lvit_root, caplog):
+    """LViT's own loader walks labelcol/ and would fail on such a mask; the converter left it out without a word."""
+    mask = np.zeros((12, 16), dtype=np.uint8)
+    Image.fromarray(mask).save(lvit_root / "Train_Folder" / "labelcol" / "mask_covid_99.png")
+    Image.fromarray(mask).save(lvit_root / "Train_Folder" / "img" / "covid_99.png")
+    with caplog.at_level("WARNING"):
+        rows = read_lvit_split(lvit_root, "train")
+    assert len(rows) == 2
+    assert "1 mask(s) in labelcol/ have no row in Train_text.xlsx" in caplog.text and "mask_covid_99.png" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        read_lvit_split(lvit_root, "val")
+    assert "labelcol" not in caplog.text
+
+
 def test_unmatched_file_names_the_sheet_row_and_paths(lvit_root):
     (lvit_root / "Train_Folder" / "img" / "covid_2.png").unlink()
     with pytest.raises(InputError, match=r"Train_text.xlsx row 3: no image/mask pair for 'mask_covid_2.png'"):
