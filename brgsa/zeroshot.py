@@ -19,7 +19,8 @@ to a prompt or a list of prompts. With ``--labels`` the classes are ``--classes`
 abnormalities), or the JSON file's keys.
 
 Bad input (exit status 2, one line naming the culprit, nothing written): another model's folder, a label CSV lacking
-an abnormality column, a labelled volume missing on disk, a 2D image where a volume is expected, a volume file in
+an abnormality column, a labelled volume missing on disk (``--skip-missing-volumes`` scores those present, as the
+released RAD-ChestCT evaluation does), a 2D image where a volume is expected, a volume file in
 ``--volumes`` that the label CSV does not list (``--allow-unlisted`` skips it), a prompt file that does not match the
 classes.
 """
@@ -235,8 +236,23 @@ def resolve_task(options: argparse.Namespace) -> ZeroShotTask:
             _check_unlisted(task)
     else:
         raise InputError("give --benchmark NAME --data-root DIR, or --labels CSV --volumes DIR --prompts FILE")
+    if options.skip_missing_volumes:
+        task = _only_present(task)
     check_volume_files(_items(task))
     return task
+
+
+def _only_present(task: ZeroShotTask) -> ZeroShotTask:
+    """The task restricted to the labelled volumes found on disk (the released RAD-ChestCT evaluation scores those)."""
+    present = [name for name, path in zip(task.labels.image_ids, task.labels.image_paths(task.volume_root))
+               if path.exists()]
+    missing = len(task.labels) - len(present)
+    if not present:
+        raise InputError(f"none of the {len(task.labels)} volumes of {task.labels.source} is under {task.volume_root}")
+    if missing:
+        logger.warning("--skip-missing-volumes: %d of %d labelled volumes are not on disk and are not scored; the "
+                       "metrics cover the other %d", missing, len(task.labels), len(present))
+    return dataclasses.replace(task, labels=task.labels.select_images(present))
 
 
 def run_zeroshot(
@@ -343,6 +359,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompts", help="prompt file: one line per class, or JSON class -> prompt; required with "
                         "--labels, replaces a benchmark's own prompts with --benchmark")
     parser.add_argument("--classes", nargs="+", help="label columns of --labels (default: CT-RATE's 18)")
+    parser.add_argument("--skip-missing-volumes", action="store_true",
+                        help="score only the labelled volumes found on disk (warns with the count; the released "
+                        "RAD-ChestCT evaluation does this); by default a missing volume is an error")
     parser.add_argument("--allow-unlisted", action="store_true",
                         help="accept volume files in --volumes that the label CSV does not list (not scored)")
     parser.add_argument("--negative-prompts", nargs="?", const=_BENCHMARK_NEGATIVES, metavar="FILE",

@@ -210,3 +210,10 @@ def test_rad_chestct_benchmark_reads_the_release_npz_volumes(tmp_path, model_dir
         stored = archive["ct"]
     assert volume.array.shape == (40, 40, 24) and volume.spacing == (0.8, 0.8, 0.8)
     assert volume.array[3, 5, 0] == stored[-1, 5, 3]  # x = column, y = row, slices flipped as BrgSA's preprocessing
+
+    # a volume missing on disk is an error, unless asked to score the volumes present, as the released evaluation does
+    (root / "volumes" / f"{names[1]}.npz").unlink()
+    args = [str(model_dir), "--benchmark", "rad-chestct", "--data-root", str(tmp_path), "--no-check-counts"]
+    assert run([*args, "--out", str(tmp_path / "partial")]) == 2
+    assert run([*args, "--out", str(tmp_path / "partial"), "--skip-missing-volumes"]) == 0
+    assert sorted(read_rows(tmp_path / "partial" / "scores.csv")) == sorted(set(names) - {names[1]})
