@@ -44,9 +44,11 @@ def read_prompt_file(path: str | Path) -> list[str]:
         FileNotFoundError: no file at ``path``.
         InputError: the file holds no prompts or is not in one of these formats.
     """
+    from datasets.benchmarks import missing_file_reason
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(2, "no prompt file", str(path))
+        raise FileNotFoundError(2, missing_file_reason("prompt file", path), str(path))
     if path.suffix == ".json":
         try:
             content = json.loads(path.read_text(encoding="utf-8-sig"))

@@ -38,6 +38,7 @@ __all__ = [
     "list_benchmarks",
     "load_benchmark",
     "read_labels",
+    "missing_file_reason",
     "read_prompt_file",
 ]
 
@@ -208,6 +209,13 @@ def list_benchmarks(config_dir: str | os.PathLike | None = None) -> list[str]:
     return sorted(path.stem for path in folder.glob("*.yaml"))
 
 
+def missing_file_reason(what: str, path: Path) -> str:
+    """``"no <what>"``, saying where a relative path was looked for (configs name paths relative to the repository)."""
+    if path.is_absolute():
+        return f"no {what}"
+    return f"no {what} (a relative path is read from the current folder, {Path.cwd()})"
+
+
 def read_prompt_file(path: str | os.PathLike) -> list[list[str]]:
     """Read a prompt file: one line per class, `` | ``-separated alternatives, ``#`` comments and blank lines skipped.
 
@@ -216,7 +224,7 @@ def read_prompt_file(path: str | os.PathLike) -> list[list[str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(2, "no prompt file", str(path))
+        raise FileNotFoundError(2, missing_file_reason("prompt file", path), str(path))
     lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     return [
         [text.strip() for text in line.split(_PROMPT_SEPARATOR.strip()) if text.strip()]

@@ -129,3 +129,14 @@ def test_malformed_configs(tmp_path):
     (config_dir / "benchmarks" / "chexpert.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(InputError, match=r"placeholder other than \{data_root\}"):
         load_benchmark("chexpert", tmp_path, config_dir=config_dir)
+
+
+def test_a_missing_relative_prompt_file_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    """Configs name prompt files relative to the repository; run elsewhere, the error said only "no prompt file"."""
+    from datasets.benchmarks import read_prompt_file
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as caught:
+        read_prompt_file("configs/prompts/ct-rate.txt")
+    assert caught.value.filename == "configs/prompts/ct-rate.txt"
+    assert caught.value.strerror == f"no prompt file (a relative path is read from the current folder, {tmp_path})"
