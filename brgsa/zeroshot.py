@@ -212,10 +212,12 @@ def _check_unlisted(task: ZeroShotTask) -> None:
 
 
 def _items(task: ZeroShotTask) -> list:
+    from datasets.labels import radchestct
     from datasets.volume_datamodule import VolumeItem
 
+    key = "NoteAcc_DEID" if task.labels.format_version == radchestct.FORMAT_VERSION else "VolumeName"
     return [
-        VolumeItem(path, name, meta.get("row", 0), Path(task.labels.source), meta.get("geometry"))
+        VolumeItem(path, name, meta.get("row", 0), Path(task.labels.source), meta.get("geometry"), key_column=key)
         for name, path, meta in zip(task.labels.image_ids, task.labels.image_paths(task.volume_root), task.labels.meta)
     ]
 

@@ -82,6 +82,7 @@ class VolumeItem:
         text: a report (str), a sentence list (list[str]) or None.
         label: float32 (C,) with NaN for unlabelled, or None.
         meta: extra JSON-compatible fields copied into the batch's ``meta``.
+        key_column: the table's column holding ``name`` (``NoteAcc_DEID`` for RAD-ChestCT), for messages.
     """
 
     path: Path
@@ -92,6 +93,7 @@ class VolumeItem:
     text: str | list[str] | None = None
     label: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    key_column: str = "VolumeName"
 
 
 def check_volume_files(items: Sequence[VolumeItem]) -> None:
@@ -106,13 +108,13 @@ def check_volume_files(items: Sequence[VolumeItem]) -> None:
         shown = "; ".join(f"row {item.row}: {item.name!r} not found at {item.path}" for item in missing[:_SHOWN])
         more = f" (and {len(missing) - _SHOWN} more)" if len(missing) > _SHOWN else ""
         raise InputError(
-            f"{missing[0].source}: column 'VolumeName': {len(missing)} volume(s) listed are missing on disk: "
-            f"{shown}{more}"
+            f"{missing[0].source}: column {missing[0].key_column!r}: {len(missing)} volume(s) listed are missing on "
+            f"disk: {shown}{more}"
         )
     for item in items:
         if item.path.is_dir():
             continue
-        where = f"{item.source}: row {item.row}, column 'VolumeName' ({item.name!r}): {item.path}"
+        where = f"{item.source}: row {item.row}, column {item.key_column!r} ({item.name!r}): {item.path}"
         if item.path.name.lower().endswith(".npz"):
             _check_radchestct_archive(item.path, where)
             continue

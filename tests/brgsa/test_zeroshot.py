@@ -183,7 +183,7 @@ def test_prepare_with_the_model_fills_the_cache_zeroshot_reads(tmp_path, bench, 
     assert read_rows(tmp_path / "a" / "scores.csv") == read_rows(tmp_path / "b" / "scores.csv")
 
 
-def test_rad_chestct_benchmark_reads_the_release_npz_volumes(tmp_path, model_dir):
+def test_rad_chestct_benchmark_reads_the_release_npz_volumes(tmp_path, model_dir, capsys):
     """RAD-ChestCT ships `<NoteAcc_DEID>.npz` archives (key `ct`, slices first); the benchmark refused them."""
     import shutil
 
@@ -215,5 +215,6 @@ def test_rad_chestct_benchmark_reads_the_release_npz_volumes(tmp_path, model_dir
     (root / "volumes" / f"{names[1]}.npz").unlink()
     args = [str(model_dir), "--benchmark", "rad-chestct", "--data-root", str(tmp_path), "--no-check-counts"]
     assert run([*args, "--out", str(tmp_path / "partial")]) == 2
+    assert "column 'NoteAcc_DEID'" in capsys.readouterr().err  # RAD-ChestCT's key column, not CT-RATE's
     assert run([*args, "--out", str(tmp_path / "partial"), "--skip-missing-volumes"]) == 0
     assert sorted(read_rows(tmp_path / "partial" / "scores.csv")) == sorted(set(names) - {names[1]})
