@@ -22,7 +22,7 @@ from datasets.benchmarks import read_prompt_file
 from datasets.cxr_transforms import CARZERO_MEAN, CARZERO_STD, CXRPreprocessing
 from datasets.errors import InputError
 from datasets.pairs_datamodule import CXRDataset, ImageReportDataModule, check_image_files
-from datasets.reports import read_pairs_manifest
+from datasets.reports import ReportSet, read_pairs_manifest
 from datasets.zeroshot_datamodule import ZeroShotDataModule
 
 __all__ = ["CARZeroDataModule"]
@@ -64,6 +64,8 @@ class CARZeroDataModule(L.LightningDataModule):
             sentences and its "There is <finding>" sentences). Defaults to ``"report"``.
         skip_empty_reports: leave out, with a warning counting them, the training rows whose ``section`` is empty
             (e.g. MIMIC-CXR reports without IMPRESSION) instead of failing. Defaults to False.
+        views: keep only the training rows whose ``view`` is one of these (e.g. ``["PA", "AP"]``: frontal views, as
+            CARZero trains); the others are counted in a log line. Defaults to None (every row).
         batch_size: training batch size. Defaults to 32.
         val_batch_size: validation/test batch size. Defaults to 64.
         num_workers: DataLoader worker processes. Defaults to 0.
@@ -101,6 +103,7 @@ class CARZeroDataModule(L.LightningDataModule):
         shuffle_reports: bool = False,
         text_sampling: str = "report",
         skip_empty_reports: bool = False,
+        views: list[str] | None = None,
         batch_size: int = 32,
         val_batch_size: int = 64,
         num_workers: int = 0,
@@ -124,6 +127,9 @@ class CARZeroDataModule(L.LightningDataModule):
             image_size=image_size, channels=channels, mean=mean, std=std, batch_size=val_batch_size,
             num_workers=num_workers, seed=seed,
         )
+        if views is not None and not views:
+            raise InputError("views is an empty list; give the view values to keep (e.g. [PA, AP]) or leave it out")
+        self.views = views
         self.prompt_file = prompt_file
         self.shuffle_reports = shuffle_reports
         self.seed = seed
@@ -172,6 +178,8 @@ class CARZeroDataModule(L.LightningDataModule):
         if stage in (None, "fit"):
             reports = read_pairs_manifest(self.pairs.manifest, section=self.pairs.section, on_empty=self.pairs.on_empty)
             train = reports.split(self.pairs.splits["train"])
+            if self.views is not None:
+                train = self._keep_views(train)
             paths = [self.pairs.image_root / relpath for relpath in train.image_relpaths]
             check_image_files(train.image_ids, paths, f"the manifest {self.pairs.manifest}", self.pairs.image_root)
             texts = list(train.texts)
@@ -185,6 +193,20 @@ class CARZeroDataModule(L.LightningDataModule):
                 sample_sentence=self.pairs.text_sampling == "sentence",
             )
         self.zeroshot.setup(stage)
+
+    def _keep_views(self, train: ReportSet) -> ReportSet:
+        """The training rows of the chosen views (see ``views``).
+
+        Raises:
+            InputError: no training row has one of those views (the message lists the views present).
+        """
+        keep = [i for i, meta in enumerate(train.meta) if meta.get("view") in self.views]
+        if not keep:
+            present = sorted({meta.get("view", "") for meta in train.meta})
+            raise InputError(f"{train.source}: no training row has a view in {self.views}; the views present are "
+                             f"{present}")
+        logger.info("views %s: %d of %d training rows kept", self.views, len(keep), len(train))
+        return train.subset(keep)
 
     def train_dataloader(self) -> DataLoader:
         return self.pairs.train_dataloader()

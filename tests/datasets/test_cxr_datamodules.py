@@ -160,3 +160,29 @@ def test_ill_args(bench):
         ImageReportDataModule(str(bench / "reports.csv"), batch_size=0)
     with pytest.raises(InputError, match="not set up"):
         ImageReportDataModule(str(bench / "reports.csv")).train_dataloader()
+
+
+def test_carzero_views_keep_only_the_chosen_training_views(bench, tmp_path):
+    """The MIMIC config said "frontal views only" while every row, laterals included, was trained on."""
+    from carzero.datamodule import CARZeroDataModule
+
+    with open(bench / "reports.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    train = [row for row in rows if row["split"] == "train"]
+    for row in train[::3]:
+        row["view"] = "LATERAL"
+    with open(tmp_path / "reports.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    common = dict(image_root=str(bench), val_labels=str(bench / "Data_Entry_2017.csv"),
+                  val_image_root=str(bench / "images"), val_split_list=str(bench / "test_list.txt"),
+                  prompt_file=str(Path(__file__).parents[2] / "configs" / "prompts" / "synthetic-cxr.txt"),
+                  image_size=32)
+    data = CARZeroDataModule(str(tmp_path / "reports.csv"), views=["PA", "AP"], **common)
+    data.setup("fit")
+    kept = data.pairs.datasets["train"]
+    assert len(kept) == len(train) - len(train[::3])
+    assert {meta["view"] for meta in kept.meta} <= {"PA", "AP"}  # no LATERAL row left
+    with pytest.raises(InputError, match=r"no training row has a view in \['DX'\]; the views present are"):
+        CARZeroDataModule(str(tmp_path / "reports.csv"), views=["DX"], **common).setup("fit")
