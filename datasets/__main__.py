@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     lvit = commands.add_parser("lvit", help="convert an LViT-layout dataset to a refseg-1 manifest")
     lvit.add_argument("root", help="folder holding Train_Folder, Val_Folder, Test_Folder")
     lvit.add_argument("--out", required=True, help="manifest CSV to write")
+    mimic = commands.add_parser("mimic-cxr", help="convert MIMIC-CXR's split, metadata and report files to pairs-1")
+    mimic.add_argument("--split-csv", required=True, help="mimic-cxr-2.0.0-split.csv[.gz]")
+    mimic.add_argument("--metadata-csv", required=True, help="mimic-cxr-2.0.0-metadata.csv[.gz] (ViewPosition)")
+    mimic.add_argument("--reports-root", required=True, help="folder holding the reports' files/ tree")
+    mimic.add_argument("--out", required=True, help="pairs-1 manifest to write (image paths relative to MIMIC-CXR-JPG)")
     return parser
 
 
@@ -66,10 +71,19 @@ def _lvit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mimic_cxr(args: argparse.Namespace) -> int:
+    from datasets.mimic_cxr import mimic_cxr_to_pairs
+
+    counts = mimic_cxr_to_pairs(args.split_csv, args.metadata_csv, args.reports_root, args.out)
+    print(f"pairs-1 manifest written to {args.out}: {counts['images']} images of {counts['studies']} studies "
+          f"({counts['without_impression']} studies without IMPRESSION, {counts['without_findings']} without FINDINGS)")
+    return 0
+
+
 def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     setup_logging(args.verbose)
-    return _check(args) if args.command == "check" else _lvit(args)
+    return {"check": _check, "lvit": _lvit, "mimic-cxr": _mimic_cxr}[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

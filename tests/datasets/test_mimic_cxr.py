@@ -1,0 +1,90 @@
+"""MIMIC-CXR's released layout (split and metadata tables, report text files) converted to a pairs-1 manifest."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from datasets.__main__ import main
+from datasets.mimic_cxr import report_sections
+from datasets.reports import read_pairs_manifest
+
+REPORT = """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+
+ INDICATION:  ___F with cough  // ?pna
+
+ COMPARISON:  ___
+
+ FINDINGS:
+
+ There is a small left pleural effusion.  The cardiac silhouette is
+ mildly enlarged.
+
+ IMPRESSION:
+
+ Small left pleural effusion.  Mild cardiomegaly.
+"""
+REPORT_WITHOUT_FINDINGS = """                                 FINAL REPORT
+ INDICATION:  Line placement.
+
+ IMPRESSION:  Right IJ catheter tip in the SVC.  No pneumothorax.
+"""
+
+
+def test_report_sections_split_at_upper_case_headers():
+    sections = report_sections(REPORT)
+    assert sections["findings"] == "There is a small left pleural effusion. The cardiac silhouette is mildly enlarged."
+    assert sections["impression"] == "Small left pleural effusion. Mild cardiomegaly."
+    assert sections["examination"] == "CHEST (PA AND LAT)" and "final report" not in sections
+
+
+@pytest.fixture
+def layout(tmp_path) -> Path:
+    reports = tmp_path / "mimic-cxr-reports" / "files" / "p10" / "p10000032"
+    reports.mkdir(parents=True)
+    (reports / "s50414267.txt").write_text(REPORT, encoding="utf-8")
+    (reports / "s53189527.txt").write_text(REPORT_WITHOUT_FINDINGS, encoding="utf-8")
+    with gzip.open(tmp_path / "mimic-cxr-2.0.0-split.csv.gz", "wt", encoding="utf-8") as handle:
+        handle.write("dicom_id,study_id,subject_id,split\n"
+                     "02aa804e-bde0afdd,50414267,10000032,train\n"
+                     "174413ec-4ec4c1f7,50414267,10000032,train\n"
+                     "2a2277a9-b0ded155,53189527,10000032,validate\n")
+    (tmp_path / "mimic-cxr-2.0.0-metadata.csv").write_text(
+        "dicom_id,subject_id,study_id,PerformedProcedureStepDescription,ViewPosition,Rows,Columns\n"
+        "02aa804e-bde0afdd,10000032,50414267,CHEST (PA AND LAT),PA,3056,2544\n"
+        "174413ec-4ec4c1f7,10000032,50414267,CHEST (PA AND LAT),LATERAL,3056,2544\n"
+        "2a2277a9-b0ded155,10000032,53189527,CHEST (PORTABLE AP),AP,3056,2544\n", encoding="utf-8")
+    return tmp_path
+
+
+def _args(layout: Path, out: Path) -> list[str]:
+    return ["mimic-cxr", "--split-csv", str(layout / "mimic-cxr-2.0.0-split.csv.gz"), "--metadata-csv",
+            str(layout / "mimic-cxr-2.0.0-metadata.csv"), "--reports-root", str(layout / "mimic-cxr-reports"),
+            "--out", str(out)]
+
+
+def test_released_layout_becomes_a_pairs_manifest(layout, capsys):
+    out = layout / "pairs.csv"
+    assert main(_args(layout, out)) == 0
+    assert "3 images of 2 studies (0 studies without IMPRESSION, 1 without FINDINGS)" in capsys.readouterr().out
+    reports = read_pairs_manifest(out, section="impression")
+    assert reports.image_ids[0] == "files/p10/p10000032/s50414267/02aa804e-bde0afdd.jpg"
+    assert reports.texts[0] == "Small left pleural effusion. Mild cardiomegaly."
+    assert [meta["view"] for meta in reports.meta] == ["PA", "LATERAL", "AP"]
+    assert [meta["split"] for meta in reports.meta] == ["train", "train", "validate"]
+    findings = read_pairs_manifest(out, section="findings", on_empty="skip")
+    assert len(findings) == 2  # the study without FINDINGS is left out by the reader's own rule
+
+
+def test_a_missing_report_or_column_is_named(layout, capsys):
+    (layout / "mimic-cxr-reports" / "files" / "p10" / "p10000032" / "s53189527.txt").unlink()
+    out = layout / "pairs.csv"
+    assert main(_args(layout, out)) == 2
+    err = capsys.readouterr().err
+    assert "split.csv.gz row 4: no report for study 53189527" in err and not out.exists()
+    (layout / "mimic-cxr-2.0.0-metadata.csv").write_text("dicom_id,ViewCodeSequence\n", encoding="utf-8")
+    assert main(_args(layout, out)) == 2
+    assert "missing column(s) ['ViewPosition']" in capsys.readouterr().err
