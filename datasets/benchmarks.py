@@ -1,8 +1,9 @@
 """The zero-shot benchmark registry: one YAML per benchmark in ``configs/benchmarks/``.
 
 A benchmark YAML names the label adapter (:data:`ADAPTERS`), its source files (paths with a ``{data_root}``
-placeholder), the image folder, the class order and display names, the label rule, the prompt file, the expected
-image and class counts (checked at load) and the published figures to compare against. Example::
+placeholder; a list of paths where releases name a file differently, the first present being read), the image
+folder, the class order and display names, the label rule, the prompt file, the expected image and class counts
+(checked at load) and the published figures to compare against. Example::
 
     bench = load_benchmark("chestxray14", "/data")
     bench.labels.labels.shape        # (22433, 14)
@@ -240,6 +241,18 @@ def _expand(value: str, data_root: Path, config: Path, key: str) -> Path:
     return Path(text.replace("{data_root}", str(data_root)))
 
 
+def _source(value: str | list[str], data_root: Path, config: Path, key: str) -> Path:
+    """A source path; a list names the file as different releases do, and the first one present is used."""
+    if not isinstance(value, list):
+        return _expand(value, data_root, config, key)
+    candidates = [_expand(item, data_root, config, key) for item in value]
+    present = next((path for path in candidates if path.exists()), None)
+    if present is None:
+        raise InputError(f"{config}: {key}: none of {[str(path) for path in candidates]} exists (the names releases "
+                         "of this dataset use)")
+    return present
+
+
 def _read_config(name: str, config_dir: Path) -> tuple[Path, dict[str, Any]]:
     names = list_benchmarks(config_dir)
     if name not in names:
@@ -294,7 +307,7 @@ def load_benchmark(
     config_dir = Path(config_dir or CONFIG_DIR)
     path, config = _read_config(name, config_dir)
     data_root = Path(data_root)
-    sources = {key: _expand(value, data_root, path, f"sources.{key}") for key, value in config["sources"].items()}
+    sources = {key: _source(value, data_root, path, f"sources.{key}") for key, value in config["sources"].items()}
     classes = list(config["classes"])
     display = list(config.get("display_names") or classes)
     if len(display) != len(classes):

@@ -38,7 +38,8 @@ def test_every_yaml_is_complete_and_its_prompts_match_its_classes(name):
             assert len(prompts) == len(classes)
             assert all(text.startswith("There is ") for texts in prompts for text in texts)
     assert len(config["display_names"]) == len(classes) and config["expected"]["classes"] <= len(classes)
-    assert all(str(path).startswith("{data_root}/") for path in config["sources"].values())
+    paths = [path for value in config["sources"].values() for path in (value if isinstance(value, list) else [value])]
+    assert all(str(path).startswith("{data_root}/") for path in paths)
 
 
 def test_registry_lists_names_and_unknown_name_lists_them(tmp_path):
@@ -140,3 +141,18 @@ def test_a_missing_relative_prompt_file_says_where_it_was_looked_for(tmp_path, m
         read_prompt_file("configs/prompts/ct-rate.txt")
     assert caught.value.filename == "configs/prompts/ct-rate.txt"
     assert caught.value.strerror == f"no prompt file (a relative path is read from the current folder, {tmp_path})"
+
+
+def test_a_source_named_differently_by_later_releases_is_found_under_either_name(tmp_path):
+    """CT-RATE's later releases call the labels valid_predicted_labels.csv; the benchmark only knew the older name."""
+    labels = "CT-RATE/dataset/multi_abnormality_labels/"
+    root = _place(tmp_path, {
+        labels + "valid_predicted_labels.csv": DATA / "ctrate" / "dataset_multi_abnormality_labels_valid_predicted"
+                                                                 "_labels.csv",
+        "CT-RATE/dataset/metadata/validation_metadata.csv": DATA / "ctrate" / "validation_metadata.csv",
+    })
+    assert load_benchmark("ct-rate", root, check_counts=False).labels.source.name == "valid_predicted_labels.csv"
+    (root / labels / "valid_predicted_labels.csv").unlink()
+    with pytest.raises(InputError, match=r"sources.labels: none of .*dataset_multi_abnormality_labels_valid_predicted"
+                                         r"_labels.csv.*valid_predicted_labels.csv.* exists"):
+        load_benchmark("ct-rate", root, check_counts=False)
