@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     mimic.add_argument("--metadata-csv", required=True, help="mimic-cxr-2.0.0-metadata.csv[.gz] (ViewPosition)")
     mimic.add_argument("--reports-root", required=True, help="folder holding the reports' files/ tree")
     mimic.add_argument("--out", required=True, help="pairs-1 manifest to write (image paths relative to MIMIC-CXR-JPG)")
+    mimic.add_argument("--chexpert-csv", help="mimic-cxr-2.0.0-chexpert.csv[.gz]: with --labels-out, also write the "
+                       "validate split's frontal images' labels (validation data for carzero fit)")
+    mimic.add_argument("--labels-out", help="CheXpert-style label table to write (needs --chexpert-csv)")
     return parser
 
 
@@ -72,11 +75,16 @@ def _lvit(args: argparse.Namespace) -> int:
 
 
 def _mimic_cxr(args: argparse.Namespace) -> int:
-    from datasets.mimic_cxr import mimic_cxr_to_pairs
+    from datasets.mimic_cxr import mimic_cxr_to_pairs, mimic_cxr_validation_labels
 
+    if bool(args.chexpert_csv) != bool(args.labels_out):
+        raise InputError("--chexpert-csv and --labels-out go together")
     counts = mimic_cxr_to_pairs(args.split_csv, args.metadata_csv, args.reports_root, args.out)
     print(f"pairs-1 manifest written to {args.out}: {counts['images']} images of {counts['studies']} studies "
           f"({counts['without_impression']} studies without IMPRESSION, {counts['without_findings']} without FINDINGS)")
+    if args.labels_out:
+        written = mimic_cxr_validation_labels(args.split_csv, args.metadata_csv, args.chexpert_csv, args.labels_out)
+        print(f"validation labels written to {args.labels_out}: {written} frontal images of the validate split")
     return 0
 
 

@@ -10,6 +10,11 @@ Images are named as in MIMIC-CXR-JPG: ``files/p10/p10000032/s50414267/<dicom_id>
 report is split into sections at its upper-case headers (``FINDINGS:``, ``IMPRESSION:``, ...); the ``findings`` and
 ``impression`` columns hold those sections' text with whitespace collapsed, empty when the report has no such section
 (``skip_empty_reports`` in the training configs leaves those rows out).
+
+:func:`mimic_cxr_validation_labels` writes a zero-shot validation table from ``mimic-cxr-2.0.0-chexpert.csv`` (the
+CheXpert labeler's 14 observations per study, values 1.0 / 0.0 / -1.0 / blank) for the images of one split, in
+CheXpert's ``train.csv`` layout (adapter ``chexpert.csv``): validation on MIMIC's own ``validate`` split keeps every
+zero-shot test set out of checkpoint selection.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from datasets.errors import InputError
 from datasets.io import atomic_write
 from datasets.reports import PAIRS_COLUMNS, PAIRS_FORMAT_VERSION
 
-__all__ = ["report_sections", "mimic_cxr_to_pairs"]
+__all__ = ["report_sections", "mimic_cxr_to_pairs", "mimic_cxr_validation_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +123,47 @@ def mimic_cxr_to_pairs(
     logger.info("%s: %d images of %d studies; studies without FINDINGS %d, without IMPRESSION %d", out_csv,
                 counts["images"], counts["studies"], counts["without_findings"], counts["without_impression"])
     return counts
+
+
+def mimic_cxr_validation_labels(
+    split_csv: str | os.PathLike, metadata_csv: str | os.PathLike, chexpert_csv: str | os.PathLike,
+    out_csv: str | os.PathLike, split: str = "validate", views: tuple[str, ...] = ("PA", "AP"),
+) -> int:
+    """Write the CheXpert-labeler labels of one split's images (of ``views``) as a CheXpert ``train.csv``-style table.
+
+    ``Path`` is the MIMIC-CXR-JPG image path; ``Frontal/Lateral`` and ``AP/PA`` come from ``ViewPosition``; ``Sex`` and
+    ``Age`` are left blank (MIMIC keeps them elsewhere). Returns the number of rows written.
+
+    Raises:
+        FileNotFoundError: a table is missing.
+        InputError: a missing column, a study of the split without labels (named with its row), or no image left.
+    """
+    from datasets.labels.chexpert import OBSERVATIONS
+
+    chexpert_csv = Path(chexpert_csv)
+    labels = {(row["subject_id"].strip(), row["study_id"].strip()): row
+              for _, row in _rows(chexpert_csv, ("subject_id", "study_id", *OBSERVATIONS))}
+    views_by_image = {row["dicom_id"]: row["ViewPosition"]
+                      for _, row in _rows(Path(metadata_csv), ("dicom_id", "ViewPosition"))}
+    rows = []
+    for number, row in _rows(Path(split_csv), ("dicom_id", "study_id", "subject_id", "split")):
+        subject, study, dicom = row["subject_id"].strip(), row["study_id"].strip(), row["dicom_id"].strip()
+        view = views_by_image.get(dicom, "")
+        if row["split"].strip() != split or view not in views:
+            continue
+        if (subject, study) not in labels:
+            raise InputError(f"{split_csv} row {number}: study {study} (subject {subject}) has no labels in "
+                             f"{chexpert_csv}")
+        rows.append({
+            "Path": f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg", "Sex": "", "Age": "",
+            "Frontal/Lateral": "Frontal", "AP/PA": view,
+            **{name: labels[(subject, study)][name].strip() for name in OBSERVATIONS},
+        })
+    if not rows:
+        raise InputError(f"{split_csv}: no image of split {split!r} has a view in {list(views)}")
+    with atomic_write(out_csv, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *OBSERVATIONS])
+        writer.writeheader()
+        writer.writerows(rows)
+    logger.info("%s: CheXpert-labeler labels of %d %s images (views %s)", out_csv, len(rows), split, list(views))
+    return len(rows)

@@ -88,3 +88,30 @@ def test_a_missing_report_or_column_is_named(layout, capsys):
     (layout / "mimic-cxr-2.0.0-metadata.csv").write_text("dicom_id,ViewCodeSequence\n", encoding="utf-8")
     assert main(_args(layout, out)) == 2
     assert "missing column(s) ['ViewPosition']" in capsys.readouterr().err
+
+
+def test_validation_labels_of_the_validate_split_read_as_a_chexpert_table(layout, capsys):
+    """Validating on MIMIC's own validate split keeps every zero-shot test set out of checkpoint choice."""
+    from datasets.benchmarks import read_labels
+    from datasets.labels.chexpert import OBSERVATIONS
+
+    header = ("subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,Fracture,"
+              "Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,Pneumothorax,"
+              "Support Devices\n")
+    (layout / "mimic-cxr-2.0.0-chexpert.csv").write_text(
+        header + "10000032,50414267,,1.0,,,,,,,,1.0,,,,\n" + "10000032,53189527,,,,,,,,,,,,-1.0,0.0,1.0\n",
+        encoding="utf-8")
+    labels_out = layout / "validate_labels.csv"
+    assert main([*_args(layout, layout / "pairs.csv"), "--chexpert-csv", str(layout / "mimic-cxr-2.0.0-chexpert.csv"),
+                 "--labels-out", str(labels_out)]) == 0
+    assert "1 frontal images of the validate split" in capsys.readouterr().out
+    table = read_labels("chexpert.csv", {"labels": labels_out}, {}, "test")  # uncertain ignored, blank negative
+    assert table.image_ids == ["files/p10/p10000032/s53189527/2a2277a9-b0ded155.jpg"]
+    row = dict(zip(OBSERVATIONS, table.labels[0].tolist()))
+    assert row["Support Devices"] == 1.0 and row["Pneumothorax"] == 0.0 and row["Cardiomegaly"] == 0.0
+    assert row["Pneumonia"] != row["Pneumonia"]  # -1.0 (uncertain) is NaN: not scored
+    prompts = Path(__file__).parents[2] / "configs" / "prompts" / "chexpert14.txt"
+    lines = [line for line in prompts.read_text().splitlines() if line and not line.startswith("#")]
+    assert lines == [f"There is {name}" for name in OBSERVATIONS]  # the prompt file follows the table's columns
+    assert main([*_args(layout, layout / "pairs2.csv"), "--labels-out", str(layout / "x.csv")]) == 2
+    assert "--chexpert-csv and --labels-out go together" in capsys.readouterr().err
