@@ -185,13 +185,13 @@ def read_hu_volume(
         InputError: unreadable input, a 2D image (fewer than 2 voxels along an axis), or a metadata rescale on
             values that are already HU (CT-RATE v2 without ``already_hu=True``).
     """
+    rescales = geometry is not None and not preprocessing.already_hu and (
+        geometry.rescale_slope, geometry.rescale_intercept) != (1.0, 0.0)
     if str(path).lower().endswith(".npz"):  # a RAD-ChestCT archive: HU, no header, documented geometry
         from datasets.labels.radchestct import radchestct_ct_volume
 
         volume = radchestct_ct_volume(path)
     else:
-        rescales = geometry is not None and not preprocessing.already_hu and (
-            geometry.rescale_slope, geometry.rescale_intercept) != (1.0, 0.0)
         volume = read_ct(path, already_hu=preprocessing.already_hu, canonical=False, check_hu=not rescales)
     if min(volume.array.shape) < 2:
         raise InputError(
@@ -205,7 +205,7 @@ def read_hu_volume(
     volume.spacing = affine_spacing(volume.affine)
     slope, intercept = geometry.rescale_slope, geometry.rescale_intercept
     volume.meta["metadata_geometry"] = {"spacing": list(geometry.spacing), "slope": slope, "intercept": intercept}
-    if preprocessing.already_hu or (slope, intercept) == (1.0, 0.0):
+    if not rescales:
         return volume
     median = float(np.median(volume.array[::4, ::4, ::4]))
     if median < HU_LIKE_MEDIAN:

@@ -138,11 +138,14 @@ def _targets(dataset: RefSegDataset) -> np.ndarray:
         InputError: rows whose mask holds no pixel of their lesion at their slice (a wrong ``mask_value`` or slice):
             scored, they would pass as lesions the model missed.
     """
-    samples = [dataset[i] for i in range(len(dataset))]
-    empty = [(row, sample["meta"]) for row, sample in zip(dataset.rows, samples)
-             if sample["meta"].get("target_pixels", 1) == 0]
+    masks, empty = [], []
+    for i, row in enumerate(dataset.rows):
+        sample = dataset[i]  # only the mask is kept: holding every image would cost the whole split's memory
+        masks.append(sample["mask"][0].numpy() > 0.5)
+        if sample["meta"].get("target_pixels", 1) == 0:  # entries cached before the count existed pass unchecked
+            empty.append(row)
     if empty:
-        row, _ = empty[0]
+        row = empty[0]
         where = "" if row.slice_index is None else f" at slice {row.slice_index}"
         value = "(any)" if row.mask_value is None else row.mask_value
         raise InputError(
@@ -150,7 +153,7 @@ def _targets(dataset: RefSegDataset) -> np.ndarray:
             f"has no pixel of mask_value {value} in {row.mask}{where}; "
             "fix the manifest (python -m datasets check MANIFEST --full lists every such row)"
         )
-    return np.stack([sample["mask"][0].numpy() > 0.5 for sample in samples])
+    return np.stack(masks)
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
