@@ -66,6 +66,16 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
         raise InputError(f"{path} is not a readable CSV (or .csv.gz) file: {err}") from err
 
 
+def _view_positions(metadata_csv: str | os.PathLike) -> dict[str, str]:
+    """``dicom_id -> ViewPosition`` of the metadata table."""
+    return {row["dicom_id"]: row["ViewPosition"] for _, row in _rows(Path(metadata_csv), ("dicom_id", "ViewPosition"))}
+
+
+def _image_path(subject: str, study: str, dicom: str) -> str:
+    """An image's path relative to the MIMIC-CXR-JPG root."""
+    return f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg"
+
+
 def mimic_cxr_to_pairs(
     split_csv: str | os.PathLike, metadata_csv: str | os.PathLike, reports_root: str | os.PathLike,
     out_csv: str | os.PathLike,
@@ -90,22 +100,21 @@ def mimic_cxr_to_pairs(
     if not (reports_root / "files").is_dir():
         raise InputError(f"--reports-root {reports_root} has no files/ folder; expected the mimic-cxr-reports layout "
                          "files/p10/p10000032/s50414267.txt")
-    views = {row["dicom_id"]: row["ViewPosition"] for _, row in _rows(Path(metadata_csv), ("dicom_id", "ViewPosition"))}
+    views = _view_positions(metadata_csv)
     sections: dict[str, dict[str, str]] = {}
     rows = []
     for number, row in _rows(split_csv, ("dicom_id", "study_id", "subject_id", "split")):
         subject, study, dicom = row["subject_id"].strip(), row["study_id"].strip(), row["dicom_id"].strip()
         if dicom not in views:
             raise InputError(f"{split_csv} row {number}: dicom_id {dicom!r} is not in {metadata_csv}")
-        folder = f"files/p{subject[:2]}/p{subject}"
         if study not in sections:
-            report = reports_root / folder / f"s{study}.txt"
+            report = reports_root / f"files/p{subject[:2]}/p{subject}/s{study}.txt"
             if not report.is_file():
                 raise InputError(f"{split_csv} row {number}: no report for study {study} at {report}")
             sections[study] = report_sections(report.read_text(encoding="utf-8", errors="replace"))
         found = sections[study]
         rows.append({
-            "format_version": PAIRS_FORMAT_VERSION, "image": f"{folder}/s{study}/{dicom}.jpg",
+            "format_version": PAIRS_FORMAT_VERSION, "image": _image_path(subject, study, dicom),
             "findings": found.get("findings", ""), "impression": found.get("impression", ""),
             "view": views[dicom], "split": row["split"].strip(), "subject_id": subject, "study_id": study,
         })
@@ -143,8 +152,7 @@ def mimic_cxr_validation_labels(
     chexpert_csv = Path(chexpert_csv)
     labels = {(row["subject_id"].strip(), row["study_id"].strip()): row
               for _, row in _rows(chexpert_csv, ("subject_id", "study_id", *OBSERVATIONS))}
-    views_by_image = {row["dicom_id"]: row["ViewPosition"]
-                      for _, row in _rows(Path(metadata_csv), ("dicom_id", "ViewPosition"))}
+    views_by_image = _view_positions(metadata_csv)
     rows = []
     for number, row in _rows(Path(split_csv), ("dicom_id", "study_id", "subject_id", "split")):
         subject, study, dicom = row["subject_id"].strip(), row["study_id"].strip(), row["dicom_id"].strip()
@@ -155,7 +163,7 @@ def mimic_cxr_validation_labels(
             raise InputError(f"{split_csv} row {number}: study {study} (subject {subject}) has no labels in "
                              f"{chexpert_csv}")
         rows.append({
-            "Path": f"files/p{subject[:2]}/p{subject}/s{study}/{dicom}.jpg", "Sex": "", "Age": "",
+            "Path": _image_path(subject, study, dicom), "Sex": "", "Age": "",
             "Frontal/Lateral": "Frontal", "AP/PA": view,
             **{name: labels[(subject, study)][name].strip() for name in OBSERVATIONS},
         })

@@ -154,10 +154,11 @@ def run_batch(
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     summary = BatchSummary()
     pinned = {**provenance, "rules_version": RULES_VERSION}
+    report_sha256 = [hashlib.sha256(text.encode("utf-8")).hexdigest() for text in reports.texts]
     with ResumableRowWriter(out, [key, *OUTPUT_COLUMNS]) as writer:
         todo = [
             i for i, image_id in enumerate(reports.image_ids)
-            if not writer.done(image_id, {**pinned, "report_sha256": _text_sha256(reports.texts[i])})
+            if not writer.done(image_id, {**pinned, "report_sha256": report_sha256[i]})
         ]
         summary.skipped = len(reports) - len(todo)
         by_text: dict[str, list[int]] = {}
@@ -172,19 +173,17 @@ def run_batch(
                 for text in chunk:
                     result = results[text] if text else Alignment([], "none")
                     for i in by_text[text]:
-                        _write_row(writer, reports, i, key, result, provenance, allow_empty, summary)
+                        row_pinned = {**pinned, "report_sha256": report_sha256[i]}
+                        _write_row(writer, reports, i, key, result, row_pinned, allow_empty, summary)
                         progress.update(1)
     return summary
 
 
-def _text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _write_row(
-    writer: ResumableRowWriter, reports: ReportSet, i: int, key: str, result: Alignment, provenance: dict[str, str],
+    writer: ResumableRowWriter, reports: ReportSet, i: int, key: str, result: Alignment, pinned: dict[str, str],
     allow_empty: bool, summary: BatchSummary,
 ) -> None:
+    """Append row ``i``; ``pinned`` holds its provenance columns (what a rerun must match to keep it)."""
     image_id = reports.image_ids[i]
     if not result.sentences:
         if not allow_empty:
@@ -195,8 +194,7 @@ def _write_row(
         summary.empty.append(image_id)
     writer.write({
         key: image_id, "sentences": json.dumps(result.sentences), "source": result.source,
-        "fallback": str(result.fallback).lower(), "rules_version": RULES_VERSION, **provenance,
-        "report_sha256": _text_sha256(reports.texts[i]),
+        "fallback": str(result.fallback).lower(), **pinned,
     })
     summary.written += 1
     summary.llm += result.source == "llm"
