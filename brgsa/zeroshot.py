@@ -212,12 +212,11 @@ def _check_unlisted(task: ZeroShotTask) -> None:
 
 
 def _items(task: ZeroShotTask) -> list:
-    from datasets.labels import radchestct
     from datasets.volume_datamodule import VolumeItem
 
-    key = "NoteAcc_DEID" if task.labels.format_version == radchestct.FORMAT_VERSION else "VolumeName"
     return [
-        VolumeItem(path, name, meta.get("row", 0), Path(task.labels.source), meta.get("geometry"), key_column=key)
+        VolumeItem(path, name, meta.get("row", 0), Path(task.labels.source), meta.get("geometry"),
+                   key_column=task.labels.key_column)
         for name, path, meta in zip(task.labels.image_ids, task.labels.image_paths(task.volume_root), task.labels.meta)
     ]
 

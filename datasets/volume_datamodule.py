@@ -116,7 +116,9 @@ def check_volume_files(items: Sequence[VolumeItem]) -> None:
             continue
         where = f"{item.source}: row {item.row}, column {item.key_column!r} ({item.name!r}): {item.path}"
         if item.path.name.lower().endswith(".npz"):
-            _check_radchestct_archive(item.path, where)
+            from datasets.labels.radchestct import check_volume_archive
+
+            check_volume_archive(item.path, where)
             continue
         if not item.path.name.lower().endswith(_NIFTI_SUFFIXES):
             raise InputError(
@@ -130,21 +132,6 @@ def check_volume_files(items: Sequence[VolumeItem]) -> None:
         spatial = tuple(shape[:3]) + (1,) * (3 - len(shape))
         if min(spatial) < 2:
             raise InputError(f"{where} is a 2D image of shape {tuple(shape)}, expected a 3D CT volume")
-
-
-def _check_radchestct_archive(path: Path, where: str) -> None:
-    """A ``.npz`` volume must hold RAD-ChestCT's ``ct`` array (the archive's index is read, not the array)."""
-    import zipfile
-
-    from datasets.labels.radchestct import VOLUME_KEY
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (OSError, zipfile.BadZipFile) as err:
-        raise InputError(f"{where} is not a readable .npz archive: {err}") from err
-    if f"{VOLUME_KEY}.npy" not in names:
-        raise InputError(f"{where}: no array {VOLUME_KEY!r} in the archive (it holds {names}); expected RAD-ChestCT's")
 
 
 class CTVolumeDataset(Dataset):

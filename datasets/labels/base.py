@@ -63,6 +63,8 @@ class LabelSet:
         source: the label file read.
         format_version: the adapter's ``FORMAT_VERSION``.
         image_relpaths: path of each image relative to an image root; defaults to ``image_ids``.
+        key_column: the table's column holding ``image_ids``, for messages (``"VolumeName"`` for CT-RATE,
+            ``"NoteAcc_DEID"`` for RAD-ChestCT); empty when the adapter does not name it.
     """
 
     image_ids: list[str]
@@ -72,6 +74,7 @@ class LabelSet:
     source: Path
     format_version: str
     image_relpaths: list[str] = field(default_factory=list)
+    key_column: str = ""
 
     def __post_init__(self) -> None:
         n, c = len(self.image_ids), len(self.class_names)
@@ -98,7 +101,7 @@ class LabelSet:
         index = [self.class_names.index(name) for name in names]
         return LabelSet(
             list(self.image_ids), list(names), self.labels[:, index], self.meta, self.source, self.format_version,
-            list(self.image_relpaths),
+            list(self.image_relpaths), self.key_column,
         )
 
     def select_images(self, image_ids: Sequence[str], what: str = "the image list") -> LabelSet:
@@ -118,7 +121,7 @@ class LabelSet:
         rows = [position[image_id] for image_id in image_ids]
         return LabelSet(
             [self.image_ids[i] for i in rows], list(self.class_names), self.labels[rows], [self.meta[i] for i in rows],
-            self.source, self.format_version, [self.image_relpaths[i] for i in rows],
+            self.source, self.format_version, [self.image_relpaths[i] for i in rows], self.key_column,
         )
 
     def image_paths(self, image_root: str | os.PathLike) -> list[Path]:

@@ -140,7 +140,7 @@ def read_ctrate_labels(
             raise InputError(f"{path}: row {row.number}, column 'VolumeName': {err}") from err
     meta = [{"row": row.number} for row in rows]
     ids = [row.values["VolumeName"] for row in rows]
-    return LabelSet(ids, list(classes), labels, meta, path, FORMAT_VERSION, relpaths)
+    return LabelSet(ids, list(classes), labels, meta, path, FORMAT_VERSION, relpaths, key_column="VolumeName")
 
 
 def _literal_floats(row: TableRow, column: str, path: Path, size: int | None) -> tuple[float, ...]:
@@ -201,5 +201,5 @@ def join_metadata(labels: LabelSet, geometry: Mapping[str, CTRateGeometry], sour
     meta = [{**row, "geometry": geometry[name]} for name, row in zip(labels.image_ids, labels.meta)]
     return LabelSet(
         list(labels.image_ids), list(labels.class_names), labels.labels, meta, labels.source, labels.format_version,
-        list(labels.image_relpaths),
+        list(labels.image_relpaths), labels.key_column,
     )

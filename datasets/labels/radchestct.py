@@ -44,6 +44,7 @@ __all__ = [
     "VOLUME_KEY",
     "SPACING_MM",
     "RadChestCTVolume",
+    "check_volume_archive",
     "radchestct_ct_volume",
     "read_radchestct_labels",
     "read_radchestct_volume",
@@ -111,7 +112,8 @@ def read_radchestct_labels(path: str | os.PathLike, classes: Sequence[str] = tup
             labels[i, j] = max(parse_binary(row.values[col], path, row.number, col) for col in columns[name])
     ids = [row.values["NoteAcc_DEID"] for row in rows]
     meta = [{"row": row.number} for row in rows]
-    return LabelSet(ids, list(classes), labels, meta, path, FORMAT_VERSION, [f"{key}.npz" for key in ids])
+    return LabelSet(ids, list(classes), labels, meta, path, FORMAT_VERSION, [f"{key}.npz" for key in ids],
+                    key_column="NoteAcc_DEID")
 
 
 def read_radchestct_volume(path: str | os.PathLike) -> RadChestCTVolume:
@@ -137,6 +139,21 @@ def read_radchestct_volume(path: str | os.PathLike) -> RadChestCTVolume:
     if array.ndim != 3:
         raise InputError(f"{path}: array {VOLUME_KEY!r} has shape {array.shape}; expected a 3-D volume")
     return RadChestCTVolume(array, SPACING_MM, path)
+
+
+def check_volume_archive(path: Path, where: str) -> None:
+    """Check, reading the archive's index only (not the array), that ``path`` holds a :data:`VOLUME_KEY` array.
+
+    Raises:
+        InputError: not a readable ``.npz`` archive, or no ``ct`` array (``where`` starts the message).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile) as err:
+        raise InputError(f"{where} is not a readable .npz archive: {err}") from err
+    if f"{VOLUME_KEY}.npy" not in names:
+        raise InputError(f"{where}: no array {VOLUME_KEY!r} in the archive (it holds {names}); expected RAD-ChestCT's")
 
 
 def radchestct_ct_volume(path: str | os.PathLike) -> CTVolume:
