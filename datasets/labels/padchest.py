@@ -12,6 +12,9 @@ Conventions of CARZero's PadChest benchmark (research notes, "carzero.md" 4.1):
 * the 192 classes :data:`CLASSES`: the sorted unique labels of those rows with ``normal`` removed (Python's default
   sort, so capitalised names such as ``COPD signs`` come first; it keeps entries like ``exclude`` and
   ``suboptimal study``, as CARZero did); ``normal`` rows are negative for every class;
+* a row whose ``Labels`` cell is blank carries no annotation (CARZero's list literal parser cannot read it, so its
+  image list never held one): it is left out with a warning that counts and names such rows. A literal with no
+  entries (``[]`` or ``['']``) is an annotation with no finding and stays, negative for every class;
 * PadChest20: the 20 classes with the fewest positives among those rows (:func:`rarest_classes`). The official code
   selects classes with at most 10 positives and the author describes "the 20 least frequent classes"; ties at the
   20th place are broken here by class order (not documented upstream).
@@ -20,6 +23,7 @@ Conventions of CARZero's PadChest benchmark (research notes, "carzero.md" 4.1):
 from __future__ import annotations
 
 import ast
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +34,8 @@ from datasets.errors import InputError
 from datasets.labels.base import LabelSet, check_unique_ids, read_csv_table, require_columns
 
 __all__ = ["FORMAT_VERSION", "CLASSES", "NORMAL", "parse_labels_literal", "read_padchest_csv", "rarest_classes"]
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = "padchest-1"
 NORMAL = "normal"
@@ -120,7 +126,8 @@ def read_padchest_csv(
 
     Returns:
         A label set keyed by ``ImageID``; ``image_relpaths`` are ``<ImageDir>/<ImageID>`` when ``ImageDir`` is
-        present; ``meta`` keeps ``labels`` (the parsed list) and the study fields.
+        present; ``meta`` keeps ``labels`` (the parsed list) and the study fields. Rows with a blank ``Labels`` cell
+        are left out (logged as a warning).
 
     Raises:
         InputError: a missing column, an unparsable ``Labels`` literal, a label outside ``classes`` (other than
@@ -131,6 +138,15 @@ def read_padchest_csv(
     require_columns(path, header, ["ImageID", "Labels", *(["MethodLabel"] if physician_only else [])])
     if physician_only:
         rows = [row for row in rows if row.values["MethodLabel"] == "Physician"]
+    unlabelled = [row for row in rows if not row.values["Labels"].strip()]
+    if unlabelled:
+        named = ", ".join(f"row {row.number} ({row.values['ImageID']})" for row in unlabelled[:5])
+        more = f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else ""
+        logger.warning(
+            "%s: left out %d of %d rows whose 'Labels' cell is blank (no annotation to score): %s%s",
+            path, len(unlabelled), len(rows), named, more,
+        )
+        rows = [row for row in rows if row.values["Labels"].strip()]
     check_unique_ids(path, "ImageID", rows)
     index = {name: j for j, name in enumerate(classes)}
     labels = np.zeros((len(rows), len(classes)), dtype=np.float32)

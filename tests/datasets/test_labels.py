@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -141,6 +142,16 @@ def test_padchest_unparsable_literal_names_row(tmp_path, literal):
     bad = _edit(PADCHEST, tmp_path / "p.csv", ",['normal'],", ',"' + literal.replace('"', '""') + '",')
     with pytest.raises(InputError, match=r"p.csv: row 3, column 'Labels'"):
         padchest.read_padchest_csv(bad)
+
+
+def test_padchest_blank_labels_cell_is_left_out_and_named(tmp_path, caplog):
+    blank = _edit(PADCHEST, tmp_path / "p.csv", ",['normal'],", ",,")
+    with caplog.at_level(logging.WARNING, logger="datasets.labels.padchest"):
+        labels = padchest.read_padchest_csv(blank)
+    assert len(labels) == 2 and all(meta["row"] != 3 for meta in labels.meta)
+    assert "left out 1 of 3 rows whose 'Labels' cell is blank" in caplog.text and "row 3 (" in caplog.text
+    no_entries = padchest.read_padchest_csv(_edit(PADCHEST, tmp_path / "e.csv", ",['normal'],", ",[''],"))
+    assert len(no_entries) == 3 and no_entries.labels[1].sum() == 0  # an annotation with no finding stays
 
 
 def test_padchest_unknown_label_and_duplicate(tmp_path):
