@@ -22,7 +22,8 @@ CT-RATE HU: v1 NIfTIs store raw values whose rescale lives in ``*_metadata.csv``
 intercept 0 and may carry wrong spacing), so with a geometry the metadata spacing replaces the header's voxel sizes
 and ``stored * RescaleSlope + RescaleIntercept`` is applied once. CT-RATE v2 stores HU: pass ``already_hu=True``, or
 the rescale would be applied twice (CT-CLIP issue #50); a volume whose stored values already look like HU (median
-below :data:`HU_LIKE_MEDIAN`) while a non-identity rescale would be applied is rejected with that advice.
+below :data:`HU_LIKE_MEDIAN`, or fewer than :data:`SOFT_TISSUE_MIN_FRACTION` of its voxels in soft tissue after the
+rescale) while a non-identity rescale would be applied is rejected with that advice.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ __all__ = [
     "PIPELINE_VERSION",
     "CROP_MODES",
     "HU_LIKE_MEDIAN",
+    "SOFT_TISSUE_HU",
+    "SOFT_TISSUE_MIN_FRACTION",
     "BRGSA_MEAN_STD",
     "DEMO_PREPROCESSING",
     "CTVolumePreprocessing",
@@ -63,6 +66,11 @@ PIPELINE_VERSION = "ct-volume-1"
 CROP_MODES = ("random", "center", "none")
 HU_LIKE_MEDIAN = -300.0
 """Stored values with a median below this are already HU (raw CT stored values of a chest scan are positive)."""
+SOFT_TISSUE_HU = 200.0
+SOFT_TISSUE_MIN_FRACTION = 0.02
+"""A chest CT has far more than 2% of its voxels within +-200 HU (chest wall, heart, mediastinum); a metadata rescale
+that would leave fewer there is being applied to values already in HU (only bone maps there), even when a large
+patient's HU volume has a median above :data:`HU_LIKE_MEDIAN`."""
 BRGSA_MEAN_STD = (0.4978, 0.2449)
 """``NormalizeIntensity`` applied after the [-1, 1] scaling by the released BrgSA loader (CXR grey-level stats)."""
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
@@ -207,10 +215,15 @@ def read_hu_volume(
     volume.meta["metadata_geometry"] = {"spacing": list(geometry.spacing), "slope": slope, "intercept": intercept}
     if not rescales:
         return volume
-    median = float(np.median(volume.array[::4, ::4, ::4]))
-    if median < HU_LIKE_MEDIAN:
+    sample = volume.array[::4, ::4, ::4]
+    median = float(np.median(sample))
+    soft_tissue = float(np.mean(np.abs(sample * np.float32(slope) + np.float32(intercept)) <= SOFT_TISSUE_HU))
+    if median < HU_LIKE_MEDIAN or soft_tissue < SOFT_TISSUE_MIN_FRACTION:
+        evidence = (f"median {median:.0f}" if median < HU_LIKE_MEDIAN else
+                    f"after it only {soft_tissue:.1%} of voxels would lie in soft tissue, -{SOFT_TISSUE_HU:g} to "
+                    f"{SOFT_TISSUE_HU:g} HU")
         raise InputError(
-            f"{path}: the stored values already look like HU (median {median:.0f}), so the metadata rescale "
+            f"{path}: the stored values already look like HU ({evidence}), so the metadata rescale "
             f"(slope {slope}, intercept {intercept}) would be applied twice; CT-RATE v2 volumes store HU: set "
             "already_hu=True (`--already-hu`)"
         )

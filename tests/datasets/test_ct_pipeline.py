@@ -12,6 +12,7 @@ import torch
 from datasets.cache import PreprocessCache
 from datasets.ct_pipeline import (
     BRGSA_MEAN_STD,
+    HU_LIKE_MEDIAN,
     CTVolumePreprocessing,
     crop_volume,
     load_preprocessed,
@@ -179,6 +180,19 @@ def test_rescale_of_values_already_in_hu_is_refused(tmp_path: Path) -> None:
         read_hu_volume(path, TINY, geometry)
     trusted = CTVolumePreprocessing(**{**TINY.to_dict(), "already_hu": True})
     np.testing.assert_array_equal(read_hu_volume(path, trusted, geometry).array, _phantom().astype(np.float32))
+
+
+def test_rescale_of_a_large_patients_hu_volume_is_refused(tmp_path: Path) -> None:
+    """Body filling most of the field of view: the HU median is above -300, so only the soft-tissue rule sees it."""
+    x, y, _ = np.meshgrid(*(np.linspace(-1, 1, n) for n in (40, 40, 20)), indexing="ij")
+    hu = (np.where(x**2 + y**2 < 1.1, 40.0, -1000.0) + np.random.default_rng(0).normal(0, 10, x.shape)).astype(np.int16)
+    assert np.median(hu) > HU_LIKE_MEDIAN
+    geometry = CTRateGeometry((2.0, 2.0, 3.0), 1.0, -1024.0)
+    path = _write(tmp_path / "v2.nii.gz", hu, (2.0, 2.0, 3.0))
+    with pytest.raises(InputError, match=r"v2\.nii\.gz.*only 0\.0% of voxels would lie in soft tissue.*already_hu"):
+        read_hu_volume(path, TINY, geometry)
+    raw = _write(tmp_path / "v1.nii.gz", (hu + 1024).astype(np.int16), (2.0, 2.0, 3.0))
+    np.testing.assert_array_equal(read_hu_volume(raw, TINY, geometry).array, hu.astype(np.float32))  # v1: accepted
 
 
 def test_2d_image_is_refused(tmp_path: Path) -> None:
