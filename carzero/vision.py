@@ -1,9 +1,10 @@
 """The ViT image encoder of CARZero (ViT-B/16 by default), written without timm or torchvision.
 
 The layout follows the MAE/MRM ViT that CARZero's released checkpoint was trained with: a convolutional patch
-embedding, a learned CLS token, a fixed 2-D sine-cosine position embedding, pre-norm transformer blocks and a final
-LayerNorm (eps 1e-6). Parameter names follow the timm convention (``patch_embed.proj``, ``blocks.N.attn.qkv``,
-``blocks.N.mlp.fc1``, ``norm``) so that MAE-style checkpoints map onto it by stripping their prefix.
+embedding, a learned CLS token, a fixed 2-D sine-cosine position embedding (its channel halves in (row, column)
+order, see :func:`sincos_position_embedding_2d`), pre-norm transformer blocks and a final LayerNorm (eps 1e-6).
+Parameter names follow the timm convention (``patch_embed.proj``, ``blocks.N.attn.qkv``, ``blocks.N.mlp.fc1``,
+``norm``) so that MAE-style checkpoints map onto it by stripping their prefix.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ __all__ = ["VisionTransformer", "sincos_position_embedding_2d"]
 def sincos_position_embedding_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embedding with a leading all-zero row for the CLS token.
 
-    Half of the channels encode the row index and half the column index; each half is ``[sin(pos * w), cos(pos * w)]``
-    with frequencies ``w_k = 10000^(-k / (embed_dim / 4))``.
+    The first half of the channels encodes the row index and the second the column index (MAE's
+    ``get_2d_sincos_pos_embed`` has the column half first; a loaded checkpoint's ``pos_embed`` replaces this buffer,
+    so that only matters for training from scratch); each half is ``[sin(pos * w), cos(pos * w)]`` with frequencies
+    ``w_k = 10000^(-k / (embed_dim / 4))``.
 
     Args:
         embed_dim: channel count, a multiple of 4.
