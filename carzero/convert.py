@@ -283,7 +283,7 @@ def convert_official(
     logger.info("converted %d tensors; dropped %d unused, %d unknown", len(mapped), len(report["dropped"]),
                 len(report["unknown"]))
     return save_pretrained(
-        net, out, CXRPreprocessing(config["image_size"], config["in_channels"]), overwrite=overwrite,
+        net, out, CXRPreprocessing.released_carzero(config["image_size"], config["in_channels"]), overwrite=overwrite,
         extra={"converted_from": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
                "conversion": {"tensors": len(mapped), "dropped_unused": report["dropped"],
                               "ignored_unknown": report["unknown"]}},

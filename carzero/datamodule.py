@@ -58,6 +58,12 @@ class CARZeroDataModule(L.LightningDataModule):
         translate: training augmentation, maximum shift (fraction of the side). Defaults to 0.0.
         scale: training augmentation, maximum relative zoom. Defaults to 0.0.
         intensity_jitter: training augmentation, contrast/brightness strength. Defaults to 0.0.
+        resize: ``"stretch"`` (square resize) or ``"pad_crop"`` (CARZero's release: longest side to ``load_size``,
+            zero pad, centre crop for evaluation and random crop for training; see
+            :mod:`datasets.cxr_transforms`). Defaults to ``"stretch"``.
+        load_size: padded square side of ``"pad_crop"``. Defaults to 256.
+        intensity: ``"minmax"`` (per image) or ``"range"`` (the file's nominal bit range, as the release's 8-bit
+            reader). Defaults to ``"minmax"``.
         shuffle_reports: permute the training reports across images (control experiment). Defaults to False.
         text_sampling: ``"report"`` (the whole section per image) or ``"sentence"`` (one random sentence of it per
             step, as CARZero's training; with ``carzero align-prompts`` output appended, the pool holds the report's
@@ -100,6 +106,9 @@ class CARZeroDataModule(L.LightningDataModule):
         translate: float = 0.0,
         scale: float = 0.0,
         intensity_jitter: float = 0.0,
+        resize: str = "stretch",
+        load_size: int = 256,
+        intensity: str = "minmax",
         shuffle_reports: bool = False,
         text_sampling: str = "report",
         skip_empty_reports: bool = False,
@@ -118,13 +127,15 @@ class CARZeroDataModule(L.LightningDataModule):
         self.pairs = ImageReportDataModule(
             manifest, image_root=image_root, section=section, train_split=train_split, image_size=image_size,
             channels=channels, mean=mean, std=std, rotate_deg=rotate_deg, translate=translate, scale=scale,
-            intensity_jitter=intensity_jitter, batch_size=batch_size, num_workers=num_workers, seed=seed,
+            intensity_jitter=intensity_jitter, resize=resize, load_size=load_size, intensity=intensity,
+            batch_size=batch_size, num_workers=num_workers, seed=seed,
             text_sampling=text_sampling, skip_empty_reports=skip_empty_reports,
         )
         self.zeroshot = ZeroShotDataModule(
             benchmark=val_benchmark, data_root=val_data_root, labels=val_labels, adapter=val_adapter,
             image_root=val_image_root, split_list=val_split_list, check_counts=val_check_counts,
-            image_size=image_size, channels=channels, mean=mean, std=std, batch_size=val_batch_size,
+            image_size=image_size, channels=channels, mean=mean, std=std, resize=resize, load_size=load_size,
+            intensity=intensity, batch_size=val_batch_size,
             num_workers=num_workers, seed=seed,
         )
         if views is not None and not views:

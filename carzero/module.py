@@ -82,7 +82,8 @@ class CARZeroModule(LightningModule):
 
     Args:
         net: the model.
-        loss: the loss. Defaults to None: :class:`~carzero.losses.CARZeroLoss` without temperature (as in the paper).
+        loss: the loss. Defaults to None: :class:`~carzero.losses.CARZeroLoss` without temperature (as in the paper),
+            with identical texts of a batch as positives (``duplicates_as_positives=False`` is the released loss).
         optimizer: optimizer factory. Defaults to None: the paper's Adam (lr 5e-5, betas (0.5, 0.999), weight decay
             1e-6).
         scheduler: learning-rate scheduler factory, stepped each epoch on ``val/macro_auroc``. Defaults to None:

@@ -94,8 +94,9 @@ class CXRDataset(Dataset):
         return self.texts[index] if self.texts is not None else None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        array = read_cxr(self.paths[index]).array  # (H, W)
-        image = self.preprocessing(array, self.generator if self.augment else None)  # (C, S, S)
+        xray = read_cxr(self.paths[index])  # array (H, W)
+        image = self.preprocessing(xray.array, self.generator if self.augment else None,
+                                   value_range=xray.meta["value_range"])  # (C, S, S)
         return {
             "image": image,
             "text": self._text(index),
@@ -175,6 +176,12 @@ class ImageReportDataModule(L.LightningDataModule):
         translate: training augmentation: maximum shift, fraction of the side. Defaults to 0.0 (off).
         scale: training augmentation: maximum relative zoom. Defaults to 0.0 (off).
         intensity_jitter: training augmentation: contrast/brightness strength. Defaults to 0.0 (off).
+        resize: ``"stretch"`` (square resize) or ``"pad_crop"`` (CARZero's release: longest side to ``load_size``,
+            zero pad, centre crop for evaluation and random crop for training; see
+            :mod:`datasets.cxr_transforms`). Defaults to ``"stretch"``.
+        load_size: padded square side of ``"pad_crop"``. Defaults to 256.
+        intensity: ``"minmax"`` (per image) or ``"range"`` (the file's nominal bit range, as the release's 8-bit
+            reader). Defaults to ``"minmax"``.
         batch_size: samples per batch. Defaults to 32.
         num_workers: DataLoader worker processes. Defaults to 0.
         seed: seed of shuffling and augmentation. Defaults to 0.
@@ -207,6 +214,9 @@ class ImageReportDataModule(L.LightningDataModule):
         translate: float = 0.0,
         scale: float = 0.0,
         intensity_jitter: float = 0.0,
+        resize: str = "stretch",
+        load_size: int = 256,
+        intensity: str = "minmax",
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
@@ -224,7 +234,8 @@ class ImageReportDataModule(L.LightningDataModule):
         self.on_empty = "skip" if skip_empty_reports else "error"
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.preprocessing = CXRPreprocessing(image_size, channels, mean, std, rotate_deg, translate, scale,
-                                              intensity_jitter)
+                                              intensity_jitter, resize=resize, load_size=load_size,
+                                              intensity=intensity)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed

@@ -43,6 +43,10 @@ class ZeroShotDataModule(L.LightningDataModule):
         channels: image channels ``C``. Defaults to 3.
         mean: normalisation mean. Defaults to 0.4978 (CARZero).
         std: normalisation standard deviation. Defaults to 0.2449 (CARZero).
+        resize: ``"stretch"`` or ``"pad_crop"`` (CARZero's release), see :mod:`datasets.cxr_transforms`. Defaults to
+            ``"stretch"``.
+        load_size: padded square side of ``"pad_crop"``. Defaults to 256.
+        intensity: ``"minmax"`` or ``"range"`` (the file's nominal bit range). Defaults to ``"minmax"``.
         batch_size: samples per batch. Defaults to 32.
         num_workers: DataLoader worker processes. Defaults to 0.
         seed: seed of the loaders' generators and workers. Defaults to 0.
@@ -70,6 +74,9 @@ class ZeroShotDataModule(L.LightningDataModule):
         channels: int = 3,
         mean: float = CARZERO_MEAN,
         std: float = CARZERO_STD,
+        resize: str = "stretch",
+        load_size: int = 256,
+        intensity: str = "minmax",
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
@@ -94,7 +101,8 @@ class ZeroShotDataModule(L.LightningDataModule):
         self.split_list = split_list
         self.classes = classes
         self.check_counts = check_counts
-        self.preprocessing = CXRPreprocessing(image_size, channels, mean, std)
+        self.preprocessing = CXRPreprocessing(image_size, channels, mean, std, resize=resize, load_size=load_size,
+                                              intensity=intensity)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed

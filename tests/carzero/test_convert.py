@@ -94,6 +94,7 @@ def test_released_names_at_paper_shapes_convert_to_the_same_model(tmp_path, rele
     converted, preprocessing, config = from_pretrained(tmp_path / "model")
     assert config["model"]["fusion_layers"] == 4 and config["model"]["head_hidden_dims"] == [1024, 512, 256]
     assert config["model"]["image_size"] == 32 and preprocessing.image_size == 32
+    assert (preprocessing.resize, preprocessing.load_size, preprocessing.intensity) == ("pad_crop", 37, "range")
     assert len(config["conversion"]["dropped_unused"]) == 4 * 6 + 2 + 1
     assert "CARZero.text_encoder.model.pooler.dense.weight" in state  # kept (frozen), as in the released BERT
     assert torch.equal(converted.fusion.layers[2].norm1.weight,

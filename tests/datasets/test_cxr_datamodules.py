@@ -14,7 +14,7 @@ import torch
 from datasets.cxr_transforms import CXRPreprocessing
 from datasets.errors import InputError
 from datasets.labels.chestxray14 import read_data_entry, read_image_list
-from datasets.pairs_datamodule import ImageReportDataModule
+from datasets.pairs_datamodule import CXRDataset, ImageReportDataModule
 from datasets.report_text.sentences import split_sentences
 from datasets.synthetic.cxr import generate_cxr
 from datasets.synthetic.cxr_spec import CXR_V1, FINDINGS
@@ -44,6 +44,42 @@ def test_preprocessing_shapes_json_and_augmentation():
         CXRPreprocessing.from_dict({"image_size": 32, "flip": True})
     with pytest.raises(ValueError, match="image_size"):
         CXRPreprocessing(image_size=2)
+
+
+def test_released_pad_crop_keeps_the_aspect_ratio_and_scales_by_the_bit_range():
+    """CARZero's release: longest side to 256, even zero padding, centre crop 224; 8-bit reading (nominal range)."""
+    pre = CXRPreprocessing(image_size=56, channels=1, mean=0.0, std=1.0, resize="pad_crop", load_size=64,
+                           intensity="range")
+    tall = np.full((100, 50), 16383.0, dtype=np.float32)  # a 16-bit file at a quarter of its range
+    image = pre(tall, value_range=(0.0, 65535.0))[0]  # (56, 56)
+    # resized to 64 x 32, padded 16 + 16 columns, centre crop drops 4 on each side: 12 zero columns each side
+    assert image.shape == (56, 56)
+    assert torch.all(image[:, :12] == 0) and torch.all(image[:, -12:] == 0)
+    np.testing.assert_allclose(image[:, 12:44], 16383 / 65535, atol=1e-6)
+    minmax = CXRPreprocessing(image_size=56, channels=1, mean=0.0, std=1.0, resize="pad_crop", load_size=64)
+    assert torch.all(minmax(tall)[0] == 0)  # a constant image min-max scales to 0: the range mode keeps its level
+    crops = {tuple(pre(tall + np.arange(50, dtype=np.float32), torch.Generator().manual_seed(seed),
+                       value_range=(0.0, 65535.0))[0, 0, :].nonzero()[[0, -1], 0].tolist()) for seed in range(6)}
+    assert len(crops) > 1  # training crops move
+    with pytest.raises(ValueError, match="pass value_range"):
+        pre(tall)
+    with pytest.raises(ValueError, match=r"load_size \(32\) must be >= image_size \(56\)"):
+        CXRPreprocessing(image_size=56, resize="pad_crop", load_size=32)
+    with pytest.raises(ValueError, match="resize must be one of"):
+        CXRPreprocessing(resize="crop")
+    released = CXRPreprocessing.released_carzero()
+    assert (released.image_size, released.load_size, released.resize, released.intensity) == (
+        224, 256, "pad_crop", "range")
+
+
+def test_dataset_reads_the_files_bit_range_for_range_intensity(bench, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((40, 40), 32768, dtype=np.uint16)).save(path)
+    pre = CXRPreprocessing(image_size=32, channels=1, mean=0.0, std=1.0, intensity="range")
+    image = CXRDataset([path], pre)[0]["image"]
+    np.testing.assert_allclose(image, 32768 / 65535, atol=1e-6)
 
 
 def test_image_report_batches(bench):
