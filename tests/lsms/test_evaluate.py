@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from datasets.refseg import read_refseg_manifest
+from datasets.refseg import RefSegRow, load_sample, read_refseg_manifest
 from lsms.cli import main
-from lsms.evaluate import dice_per_expression, grounded
+from lsms.evaluate import dice_per_expression, grounded, shuffled_prompts
+from lsms.pretrained import from_pretrained, save_pretrained
 
 from .test_cli import benchmark, tiny_model_dir  # noqa: F401 (module-scoped fixtures)
 
@@ -39,7 +43,6 @@ def test_evaluate_command_writes_diagnostics_that_match_its_predictions(tiny_mod
     assert results["split"] == "val" and results["expressions"] == len(rows)
     multi = results["multi_lesion"]
     assert multi["grounding_accuracy"]["n"] == multi["expressions"]
-    assert 0.0 <= multi["grounding_accuracy"]["mean"] <= 1.0
     by_attribute = results["dice_by"]["attribute"]
     assert set(by_attribute) == {row.extra["attribute"] for row in rows}
     assert sum(group["n"] for group in by_attribute.values()) == len(rows)
@@ -121,3 +124,160 @@ def test_evaluate_refuses_a_row_whose_mask_holds_no_pixel_of_its_lesion(tiny_mod
     err = capsys.readouterr().err
     assert f"row {number} " in err and "no pixel of mask_value 7" in err and "datasets check" in err, err
     assert not out.exists()
+
+
+def _row(number: int, image: str, slice_index: int | None, lesion_id: str, text: str) -> RefSegRow:
+    return RefSegRow(
+        number=number, row_id=f"r{number}", case_id=image, split="test", image=Path(image),
+        image_kind="nifti" if slice_index is not None else "png", slice_index=slice_index, mask=Path(f"m_{image}"),
+        mask_value=None, lesion_id=lesion_id, text=text, template_id="",
+    )
+
+
+def test_shuffled_prompts_give_each_text_of_another_lesion_of_the_same_slice():
+    rows = [
+        _row(2, "a.nii.gz", 3, "a1", "a1 first text"),
+        _row(3, "a.nii.gz", 3, "a2", "a2 text"),
+        _row(4, "a.nii.gz", 3, "a1", "a1 second text"),
+        _row(5, "a.nii.gz", 3, "a3", "a3 text"),
+        _row(6, "a.nii.gz", 4, "a1", "a1 alone on slice 4"),  # same image, another slice: one lesion there
+        _row(7, "b.nii.gz", 3, "b1", "b1 text"),  # another image, same slice index as a's lesions
+        _row(8, "b.nii.gz", 3, "b1", "b1 other text"),  # two texts, but one lesion
+        _row(9, "c.png", None, "c1", "c1 text"),
+        _row(10, "c.png", None, "c2", "c2 text"),
+    ]
+    lesion_of = {row.text: (row.image, row.slice_index, row.lesion_id) for row in rows}
+    drawn: dict[int, set[str]] = defaultdict(set)
+    for seed in range(30):
+        shuffled = shuffled_prompts(rows, seed)
+        assert shuffled == shuffled_prompts(rows, seed)  # a seed fixes the draw
+        assert len(shuffled) == len(rows)
+        for row, text in zip(rows, shuffled):
+            if row.number in (6, 7, 8):
+                assert text is None, (row.number, text)
+                continue
+            image, slice_index, lesion = lesion_of[text]
+            assert (image, slice_index) == (row.image, row.slice_index) and lesion != row.lesion_id, (row.number, text)
+            drawn[row.number].add(text)
+    # every other lesion's every text gets drawn: the choice is not stuck on one lesion or one text
+    assert drawn[2] == drawn[4] == {"a2 text", "a3 text"}
+    assert drawn[3] == {"a1 first text", "a1 second text", "a3 text"}
+    assert drawn[9] == {"c2 text"} and drawn[10] == {"c1 text"}
+
+
+def test_shuffled_prompts_on_the_benchmark_describe_another_lesion(benchmark):  # noqa: F811
+    rows = read_refseg_manifest(benchmark / "manifest.csv").rows("val")
+    lesions_by_slice: dict[tuple, set[str]] = defaultdict(set)
+    for row in rows:
+        lesions_by_slice[(row.image, row.slice_index)].add(row.lesion_id)
+    texts = {(row.image, row.slice_index, row.text): row.lesion_id for row in rows}
+    shuffled = shuffled_prompts(rows, seed=0)
+    assert sum(text is not None for text in shuffled) == 6  # slices 2-4 of the val case hold two lesions each
+    for row, text in zip(rows, shuffled):
+        if len(lesions_by_slice[(row.image, row.slice_index)]) == 1:
+            assert text is None
+        else:
+            assert texts[(row.image, row.slice_index, text)] != row.lesion_id
+
+
+def _dice(pred: np.ndarray, target: np.ndarray) -> float:
+    total = int(pred.sum() + target.sum())
+    return 1.0 if total == 0 else 2 * int((pred & target).sum()) / total
+
+
+@pytest.fixture(scope="module")
+def partial_model_dir(tiny_model_dir, benchmark, tmp_path_factory):  # noqa: F811
+    """The tiny model with its mask head rescaled so that about 70 % of each test slice is predicted lesion.
+
+    The random model predicts nothing at all (every logit is near -0.05), which makes grounding accuracy 0 whatever
+    the code does; here its logits become ``1000 * (logit - t)``, ``t`` halfway between two neighbouring logits.
+    """
+    net, preprocessing, _ = from_pretrained(tiny_model_dir)
+    rows = read_refseg_manifest(benchmark / "manifest.csv").rows("test")
+    samples = [load_sample(row, preprocessing) for row in rows]
+    with torch.no_grad():
+        logits = net(torch.stack([s["image"] for s in samples]), [row.text for row in rows]).logits.numpy()
+    values = np.unique(logits)
+    k = int(0.3 * len(values))
+    threshold = float(values[k] + values[k + 1]) / 2
+    with torch.no_grad():
+        net.head.weight.mul_(1000.0)
+        net.head.bias.copy_(1000.0 * (net.head.bias - threshold))
+    folder = tmp_path_factory.mktemp("models") / "partial_lsms"
+    return save_pretrained(net, folder, preprocessing, seed=0)
+
+
+@pytest.fixture
+def duplicated_manifest(benchmark):  # noqa: F811
+    """The benchmark manifest plus a second expression for the smallest lesion of each test slice.
+
+    Each test slice has one expression per lesion, so a baseline that predicted any single lesion would score the
+    same mean Dice as "largest lesion"; with the smallest lesions counted twice, only the largest one scores right.
+    (Two slices hold two equally large lesions: they keep one expression each, so either may count as the largest.)
+    """
+    import csv
+
+    source = benchmark / "manifest.csv"
+    with source.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    areas: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for row in rows:
+        areas[(row["image"], row["slice_index"])].append(float(row["area_mm2"]))
+
+    def strictly_smallest(row: dict[str, str]) -> bool:
+        ranked = sorted(areas[(row["image"], row["slice_index"])])
+        return float(row["area_mm2"]) == ranked[0] < ranked[1]
+
+    extra = [{**row, "row_id": row["row_id"] + "-again", "text": "again, " + row["text"]}
+             for row in rows if row["split"] == "test" and strictly_smallest(row)]
+    manifest = benchmark / "manifest_smaller_lesions_twice.csv"  # beside the original: its relative paths resolve
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows + extra)
+    yield manifest
+    manifest.unlink()
+
+
+def test_evaluate_controls_match_an_independent_recomputation(partial_model_dir, duplicated_manifest, tmp_path):
+    """Every figure of the multi-lesion controls, recomputed here from the masks and the model's own predictions."""
+    out = tmp_path / "test.json"
+    assert main(["evaluate", str(partial_model_dir), str(duplicated_manifest), "--split", "test", "--out", str(out),
+                 "--seed", "3"]) == 0
+    multi = json.loads(out.read_text())["multi_lesion"]
+
+    net, preprocessing, _ = from_pretrained(partial_model_dir)
+    rows = read_refseg_manifest(duplicated_manifest).rows("test")
+    samples = [load_sample(row, preprocessing) for row in rows]
+    images = torch.stack([sample["image"] for sample in samples])
+    targets = [sample["mask"][0].numpy() > 0.5 for sample in samples]
+    lesions: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
+    for row, target in zip(rows, targets):
+        lesions[(str(row.image), row.slice_index)][row.lesion_id] = target
+    shuffled_texts = shuffled_prompts(rows, seed=3)  # every test slice holds 2-3 lesions: no None
+    with torch.no_grad():
+        preds = net(images, [row.text for row in rows]).logits[:, 0].numpy() > 0
+        shuffled_preds = net(images, shuffled_texts).logits[:, 0].numpy() > 0
+    every, largest, true, shuffled, is_grounded = [], [], [], [], []
+    for row, target, pred, shuffled_pred in zip(rows, targets, preds, shuffled_preds):
+        slice_lesions = lesions[(str(row.image), row.slice_index)]
+        union = np.zeros_like(target)
+        for mask in slice_lesions.values():
+            union |= mask
+        every.append(_dice(union, target))
+        largest.append(_dice(max(slice_lesions.values(), key=lambda mask: int(mask.sum())), target))
+        true.append(_dice(pred, target))
+        shuffled.append(_dice(shuffled_pred, target))
+        on_target = int((pred & target).sum())
+        others = [int((pred & mask).sum()) for lesion, mask in slice_lesions.items() if lesion != row.lesion_id]
+        is_grounded.append(on_target > max(others))
+    n = len(rows)
+    assert multi["expressions"] == n == 13 + 5  # five test slices
+    assert multi["dice_every_lesion_baseline"] == {"mean": pytest.approx(np.mean(every)), "n": n}
+    assert multi["dice_largest_lesion_baseline"] == {"mean": pytest.approx(np.mean(largest)), "n": n}
+    assert multi["dice_true_prompts"] == {"mean": pytest.approx(np.mean(true)), "n": n}
+    assert multi["dice_shuffled_prompts"] == {"mean": pytest.approx(np.mean(shuffled)), "n": n}
+    assert multi["gap_true_minus_shuffled"] == pytest.approx(np.mean(true) - np.mean(shuffled))
+    assert multi["grounding_accuracy"] == {"mean": pytest.approx(np.mean(is_grounded)), "n": n}
+    assert 0 < sum(is_grounded) < n and 0 < np.mean(true)  # the predictions really overlap some lesions
+    assert 0 < np.mean(largest) < np.mean(every) < 1  # the two baselines differ from each other and from perfect
