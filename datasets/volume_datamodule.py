@@ -21,6 +21,12 @@ is read with :func:`datasets.reports.read_ctrate_reports` instead; the table kin
 ``patient``; volumes of the report table absent from it are not used. Patients must not cross splits (the patient is
 the ``patient`` column, else CT-RATE's ``<split>_<n>`` name prefix). CT-RATE ``valid_*`` volumes are the zero-shot
 test set and are refused in both splits (the released code selected checkpoints on them).
+
+**One volume per report** (``one_volume_per_report=True``, as the released BrgSA loader): CT-RATE reconstructions of
+one scan (``train_1_a_1``, ``train_1_a_2``, ...) share a report; training then serves one item per scan, drawing one
+of its reconstructions at random each time, so an epoch is one pass over the reports (not over the about twice as
+many volumes) and two reconstructions of a report never meet in a batch as each other's negatives. Names outside
+CT-RATE's naming form their own group.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ __all__ = [
     "VolumeItem",
     "CTVolumeDataset",
     "collate_volumes",
+    "reconstruction_groups",
     "seed_worker",
     "check_volume_files",
     "read_sentence_table",
@@ -66,6 +73,7 @@ SENTENCE_COLUMNS = ("VolumeName", "sentences")
 _SPLITS = ("train", "val")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _CTRATE_NAME = re.compile(r"^(?P<patient>(?P<split>[a-z]+)_\d+)_[a-z]+_\d+\.nii(\.gz)?$")
+_CTRATE_SCAN = re.compile(r"^(?P<scan>[a-z]+_\d+_[a-z]+)_\d+(\.nii(\.gz)?)?$")
 _SHOWN = 5
 
 
@@ -144,6 +152,8 @@ class CTVolumeDataset(Dataset):
             Defaults to "center".
         cache_dir: :class:`~datasets.cache.PreprocessCache` folder. Defaults to None (recomputed every time).
         seed: seed of the random crops (re-seeded per worker by :func:`seed_worker`). Defaults to 0.
+        groups: indices into ``items``, one list per dataset item: item ``i`` serves a random member of
+            ``groups[i]`` (e.g. :func:`reconstruction_groups`). Defaults to None (one item per volume).
 
     Items are ``{"image": (1, X, Y, Z) float32, "text", "label": (C,) float32 or None, "meta": dict}``.
     """
@@ -155,19 +165,27 @@ class CTVolumeDataset(Dataset):
         crop: str = "center",
         cache_dir: str | None = None,
         seed: int = 0,
+        groups: Sequence[Sequence[int]] | None = None,
     ) -> None:
         if crop not in CROP_MODES:
             raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
         self.items = list(items)
+        self.groups = None if groups is None else [list(group) for group in groups]
+        if self.groups is not None and sorted(i for group in self.groups for i in group) != list(range(len(items))):
+            raise ValueError("groups must hold every item index exactly once")
         self.preprocessing = preprocessing
         self.crop = crop
         self.cache = PreprocessCache(cache_dir) if cache_dir else None
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) if self.groups is None else len(self.groups)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.groups is not None:
+            members = self.groups[index]
+            index = members[int(torch.randint(len(members), (), generator=self.generator))] if len(members) > 1 \
+                else members[0]
         item = self.items[index]
         try:
             hu, meta = load_preprocessed(item.path, self.preprocessing, self.cache, item.geometry)
@@ -192,6 +210,16 @@ def collate_volumes(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         batch["label"] = torch.stack(labels)
     batch["meta"] = [sample["meta"] for sample in samples]
     return batch
+
+
+def reconstruction_groups(items: Sequence[VolumeItem]) -> list[list[int]]:
+    """Group the reconstructions of one CT-RATE scan (``train_1_a_1``, ``train_1_a_2`` -> ``train_1_a``), which share
+    one report; a name outside CT-RATE's naming is a group of its own. Groups keep first-seen order."""
+    groups: dict[str | int, list[int]] = {}
+    for index, item in enumerate(items):
+        match = _CTRATE_SCAN.match(item.name)
+        groups.setdefault(match["scan"] if match else index, []).append(index)  # an unmatched name: its index
+    return list(groups.values())
 
 
 def seed_worker(worker_id: int) -> None:
@@ -355,6 +383,8 @@ class VolumeReportDataModule(L.LightningDataModule):
             or an empty list written by ``brgsa summarize --allow-empty``) instead of failing. Defaults to False.
         preprocessing: CT preprocessing. Defaults to None (the released :class:`CTVolumePreprocessing`).
         val_crop: crop of validation volumes, ``"center"`` or ``"none"``. Defaults to "center".
+        one_volume_per_report: training serves one item per scan, a random reconstruction of it each time, as the
+            released loader (see the module docstring). Defaults to False (one item per volume).
         cache_dir: preprocessing cache folder (fill it with ``brgsa prepare``). Defaults to None (no cache).
         batch_size: volumes per batch (training batches drop the last incomplete one). Defaults to 2.
         num_workers: data-loader worker processes. Defaults to 0.
@@ -379,6 +409,7 @@ class VolumeReportDataModule(L.LightningDataModule):
         skip_empty_reports: bool = False,
         preprocessing: CTVolumePreprocessing | None = None,
         val_crop: str = "center",
+        one_volume_per_report: bool = False,
         cache_dir: str | None = None,
         batch_size: int = 2,
         num_workers: int = 0,
@@ -400,6 +431,7 @@ class VolumeReportDataModule(L.LightningDataModule):
         self.skip_empty_reports = skip_empty_reports
         self.preprocessing = preprocessing or CTVolumePreprocessing()
         self.val_crop = val_crop
+        self.one_volume_per_report = one_volume_per_report
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -459,8 +491,11 @@ class VolumeReportDataModule(L.LightningDataModule):
             raise InputError(f"{self.split_file or self.reports}: no row has split 'train'")
         crops = {"train": "random", "val": self.val_crop}
         for name, chosen in splits.items():
-            self.datasets[name] = CTVolumeDataset(chosen, self.preprocessing, crops[name], self.cache_dir, self.seed)
-        logger.info("volume-report pairs: %d train, %d val", len(splits["train"]), len(splits["val"]))
+            groups = reconstruction_groups(chosen) if name == "train" and self.one_volume_per_report else None
+            self.datasets[name] = CTVolumeDataset(chosen, self.preprocessing, crops[name], self.cache_dir, self.seed,
+                                                  groups=groups)
+        logger.info("volume-report pairs: %d train (%d training items), %d val", len(splits["train"]),
+                    len(self.datasets["train"]), len(splits["val"]))
 
     def train_dataloader(self) -> DataLoader:
         return _loader(self.datasets["train"], self.batch_size, True, self.num_workers, self.seed)

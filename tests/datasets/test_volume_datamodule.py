@@ -13,7 +13,13 @@ from datasets.ct_pipeline import CTVolumePreprocessing
 from datasets.errors import InputError
 from datasets.labels.ctrate import CLASSES
 from datasets.nifti import save_nifti
-from datasets.volume_datamodule import VolumeReportDataModule, VolumeZeroShotDataModule, collate_volumes
+from datasets.volume_datamodule import (
+    VolumeItem,
+    VolumeReportDataModule,
+    VolumeZeroShotDataModule,
+    collate_volumes,
+    reconstruction_groups,
+)
 
 TINY = CTVolumePreprocessing(spacing=(3.0, 3.0, 4.0), size=(32, 32, 16), crop_size=(24, 24, 12), mean_std=None)
 TRAIN = ["train_1_a_1.nii.gz", "train_1_a_2.nii.gz", "train_2_a_1.nii.gz", "train_3_a_1.nii.gz"]
@@ -64,6 +70,22 @@ def test_report_module_batches_keep_sentence_lists(ctrate: Path) -> None:
     val = next(iter(data.val_dataloader()))
     assert val["text"] == [["Fine."]] and val["meta"][0]["VolumeName"] == "train_3_a_1.nii.gz"
     assert val["image"].shape == (1, 1, 24, 24, 12)
+
+
+def test_one_volume_per_report_draws_among_a_scans_reconstructions(ctrate: Path) -> None:
+    data = VolumeReportDataModule(
+        str(ctrate / "sentences.csv"), str(ctrate / "train"), split_file=str(ctrate / "split.csv"),
+        preprocessing=TINY, batch_size=2, one_volume_per_report=True,
+    )
+    data.setup("fit")
+    train = data.datasets["train"]
+    assert len(train) == 2 and len(data.datasets["val"]) == 1  # train_1_a_1 and train_1_a_2 are one report
+    scan_a = {train[0]["meta"]["VolumeName"] for _ in range(12)}
+    assert scan_a == {"train_1_a_1.nii.gz", "train_1_a_2.nii.gz"}
+    assert {train[1]["meta"]["VolumeName"] for _ in range(3)} == {"train_2_a_1.nii.gz"}
+    items = [VolumeItem(Path(name), name, 2 + i, Path("t.csv")) for i, name in enumerate(
+        ["train_1_a_1.nii.gz", "scan7.nii.gz", "train_1_b_1.nii.gz", "train_1_a_2.nii.gz", "scan7_2.nii.gz"])]
+    assert reconstruction_groups(items) == [[0, 3], [1], [2], [4]]
 
 
 def test_random_crops_are_reproducible_with_workers(ctrate: Path) -> None:
@@ -158,7 +180,8 @@ def test_zero_shot_from_the_synthetic_benchmark_registry(ctrate: Path) -> None:
     folder = ctrate / "synthetic-ct3d"
     names = [f"synth_{i:03d}.nii.gz" for i in range(12)]
     for i, name in enumerate(names):
-        save_nifti(np.full((20, 20, 10), i * 10, np.int16), np.diag([3.0, 3.0, 4.0, 1.0]), folder / "volumes" / name)
+        raw = np.full((20, 20, 10), 1024 + i * 10, np.int16)  # stored values; the metadata rescale gives HU
+        save_nifti(raw, np.diag([3.0, 3.0, 4.0, 1.0]), folder / "volumes" / name)
     lines = ["VolumeName," + ",".join(CLASSES)] + [name + "," + ",".join(["0"] * 18) for name in names]
     (folder / "dataset_multi_abnormality_labels_valid_predicted_labels.csv").write_text("\n".join(lines) + "\n")
     header, row = (LABEL_DATA / "ctrate" / "validation_metadata.csv").read_text().splitlines()[:2]
