@@ -1,10 +1,10 @@
 """LSMS: Language-guided Scale-aware MedSegmentor (Ouyang et al., arXiv 2408.17347). Unofficial reconstruction.
 
-The paper's method section is not public; this model follows its abstract: a visual encoder whose every stage is
-followed by Scale-aware Vision-Language Attention (SVLA: multi-kernel depth-wise attention in parallel with
-pixel-word attention), a Full-Scale Decoder (UNet 3+-style, here guided by the sentence) with deep supervision, and
-optional embeddings for a vision-language contrastive loss. ``docs/lsms_reconstruction.md`` lists every choice the
-paper does not state.
+The paper's method section is not public; this model follows its abstract: a visual encoder whose every stage's
+output is read by Scale-aware Vision-Language Attention (SVLA: multi-kernel depth-wise attention in parallel with
+pixel-word attention; a side branch feeding the decoder, so the encoder itself is text-agnostic), a Full-Scale
+Decoder (UNet 3+-style, here guided by the sentence) with deep supervision, and optional embeddings for a
+vision-language contrastive loss. ``docs/lsms_reconstruction.md`` lists every choice the paper does not state.
 
 Plain PyTorch: no Lightning, data-layer or CLI imports.
 """
