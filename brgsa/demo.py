@@ -51,7 +51,8 @@ def _benchmark(data_dir: Path) -> dict[str, Any]:
     from datasets.synthetic.ct3d_spec import CT3D_V1
     from datasets.synthetic.reuse import reuse_or_generate
 
-    return reuse_or_generate(data_dir, "synthetic-ct3d", lambda folder: generate_ct3d(folder, CT3D_V1, seed=0))
+    return reuse_or_generate(data_dir, "synthetic-ct3d", lambda folder: generate_ct3d(folder, CT3D_V1, seed=0),
+                             spec=CT3D_V1.to_dict())
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -287,7 +288,8 @@ def main(argv: list[str]) -> int:
         ablation = {"seeds": options.seeds, **{key: {**_mean_sd(v), "values": v} for key, v in values.items()}}
     macro = {name: run["test"]["macro_auroc"] for name, run in runs.items()}
     results = {
-        "benchmark": {"name": BENCHMARK, "version": info["version"], "sha256": info["sha256"]},
+        "benchmark": {"name": BENCHMARK, "version": info["version"], "sha256": info["sha256"],
+                      "frozen_spec": info["frozen_spec"]},
         "test_volumes": info["splits"]["test"]["volumes"], "config": str(options.config),
         "config_override": None if options.config_override is None else str(options.config_override),
         "crop": options.crop,

@@ -61,7 +61,8 @@ def _benchmark(data_dir: Path) -> dict[str, Any]:
     from datasets.synthetic.cxr_spec import CXR_V1
     from datasets.synthetic.reuse import reuse_or_generate
 
-    return reuse_or_generate(data_dir, "synthetic-cxr", lambda folder: generate_cxr(folder, CXR_V1, seed=0))
+    return reuse_or_generate(data_dir, "synthetic-cxr", lambda folder: generate_cxr(folder, CXR_V1, seed=0),
+                             spec=CXR_V1.to_dict())
 
 
 def _aligned_manifest(out: Path) -> Path:
@@ -308,7 +309,8 @@ def _run_seed(options: argparse.Namespace, data: Path, info: dict[str, Any], man
         runs["untrained"] = {"train_seconds": 0.0, "epochs": 0, "steps": 0, "shuffled_reports": False,
                              **_score(model_dir, data, out, "untrained", full_size)}
     results = {
-        "benchmark": {"name": BENCHMARK, "version": info["version"], "full_size": full_size, "sha256": info["sha256"]},
+        "benchmark": {"name": BENCHMARK, "version": info["version"], "full_size": full_size, "sha256": info["sha256"],
+                      "frozen_spec": info["frozen_spec"]},
         "test_images": info["splits"]["test"]["images"], "seed": seed, "config": str(options.config),
         **_options_record(options), "text_encoder_frozen": not options.train_text,
         "training_text": ("impression + its 'There is <finding>' alignment (carzero align-prompts, rules)"

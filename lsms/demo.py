@@ -44,7 +44,8 @@ def _benchmark(data_dir: Path) -> dict[str, Any]:
     from datasets.synthetic.spec import REFHL_V1
 
     return reuse_or_generate(
-        data_dir, "synthetic RefHL-Seg-style", lambda folder: generate_refhl(folder, REFHL_V1, seed=0)
+        data_dir, "synthetic RefHL-Seg-style", lambda folder: generate_refhl(folder, REFHL_V1, seed=0),
+        spec=REFHL_V1.to_dict(),
     )
 
 
@@ -193,7 +194,8 @@ def run(argv: list[str]) -> str:
     out = Path(options.out)
     info = _benchmark(out / "data")
     manifest = out / "data" / "manifest.csv"
-    benchmark = {"name": info["name"], "version": info["version"], "manifest_sha256": info["manifest_sha256"]}
+    benchmark = {"name": info["name"], "version": info["version"], "manifest_sha256": info["manifest_sha256"],
+                 "frozen_spec": info["frozen_spec"]}
 
     if options.ablation:
         runs = []

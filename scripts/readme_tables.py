@@ -40,7 +40,11 @@ def render(name: str) -> str | None:
         renderer = getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError):
         return None
-    body = renderer(json.loads(path.read_text()))
+    results = json.loads(path.read_text())
+    if isinstance(results.get("benchmark"), dict) and results["benchmark"].get("frozen_spec") is False:
+        raise SystemExit(f"{path} was made on a benchmark generated with another specification than the frozen one; "
+                         "its figures cannot go into the README")
+    body = renderer(results)
     source = f"<sub>Generated from `results/{filename}` by `python scripts/readme_tables.py`.</sub>"
     return f"{body.rstrip()}\n\n{source}\n"
 

@@ -25,13 +25,19 @@ def _recorded_hashes(info: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
-def intact_benchmark(data_dir: Path, version: int = 1, seed: int = 0) -> dict[str, Any] | None:
+def intact_benchmark(
+    data_dir: Path, version: int = 1, seed: int = 0, spec: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The ``benchmark.json`` content of an intact earlier benchmark in ``data_dir``, or None when there is none.
 
     Args:
         data_dir: the benchmark folder.
         version: the generator version expected. Defaults to 1.
         seed: the generator seed expected. Defaults to 0.
+        spec: the frozen specification (``spec.to_dict()``), compared with the ``generator.spec`` recorded at
+            generation. A benchmark made with another specification (e.g. a smaller copy with other case counts, as
+            tests write) is still served, with a warning naming the differing fields, and the returned content gets
+            ``frozen_spec`` False so that results made on it say they are not v1 figures. Defaults to None.
 
     Raises:
         InputError: ``data_dir`` holds a benchmark of another version or seed, or a file whose SHA-256 differs from
@@ -50,11 +56,28 @@ def intact_benchmark(data_dir: Path, version: int = 1, seed: int = 0) -> dict[st
             f"{data_dir} holds a benchmark that is not an intact v{version} seed {seed} "
             f"({'changed files: ' + ', '.join(changed) if changed else 'version or seed differ'}); remove it"
         )
+    if spec is not None:
+        expected = json.loads(json.dumps(spec))  # tuples as the JSON file holds them (lists)
+        recorded = info.get("generator", {}).get("spec", {})
+        differing = sorted(key for key in expected.keys() | recorded.keys() if expected.get(key) != recorded.get(key))
+        info["frozen_spec"] = not differing
+        if differing:
+            logger.warning(
+                "%s was generated with another specification than the frozen v%d (%s%s): results on it are not v%d "
+                "figures", data_dir, version,
+                ", ".join(f"{key} {recorded.get(key)!r}, frozen {expected.get(key)!r}" for key in differing[:5]),
+                " ..." if len(differing) > 5 else "", version,
+            )
     return info
 
 
-def reuse_or_generate(data_dir: Path, name: str, generate: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+def reuse_or_generate(
+    data_dir: Path, name: str, generate: Callable[[Path], dict[str, Any]], spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Reuse the intact v1 seed-0 benchmark in ``data_dir`` or write it with ``generate(data_dir)``.
+
+    ``spec`` (the frozen v1 specification, ``spec.to_dict()``) is compared with the reused benchmark's: the returned
+    content carries ``frozen_spec`` (True for a generated one) so that results can say whether they are v1 figures.
 
     Returns:
         The benchmark's ``benchmark.json`` content (plus timings when it was generated now).
@@ -62,9 +85,12 @@ def reuse_or_generate(data_dir: Path, name: str, generate: Callable[[Path], dict
     Raises:
         InputError: ``data_dir`` holds a benchmark that is not an intact v1 seed 0 (see :func:`intact_benchmark`).
     """
-    info = intact_benchmark(data_dir)
+    info = intact_benchmark(data_dir, spec=spec)
     if info is not None:
         logger.info("reusing the %s benchmark v1 in %s", name, data_dir)
         return info
     logger.info("generating the %s benchmark v1 into %s", name, data_dir)
-    return generate(data_dir)
+    info = generate(data_dir)
+    if spec is not None:
+        info["frozen_spec"] = True
+    return info

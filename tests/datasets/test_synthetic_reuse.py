@@ -57,3 +57,29 @@ def test_reuse_or_generate_generates_only_when_absent(tmp_path):
     first = reuse_or_generate(tmp_path / "bench", "test-bench", generate)
     assert reuse_or_generate(tmp_path / "bench", "test-bench", generate) == first
     assert calls == [tmp_path / "bench"]
+
+
+def test_a_benchmark_made_with_another_spec_is_marked_and_its_figures_kept_out_of_the_readme(
+    tmp_path, caplog, monkeypatch
+):
+    """A smaller copy (as tests write) is served, but says it is not the frozen v1, and readme_tables refuses it."""
+    from dataclasses import replace
+
+    from datasets.synthetic.refhl import generate_refhl
+    from datasets.synthetic.spec import REFHL_V1
+
+    small = replace(REFHL_V1, train_cases=2, val_cases=1, test_cases=1)
+    generate_refhl(tmp_path / "bench", small, seed=0)
+    with caplog.at_level("WARNING", logger="datasets.synthetic.reuse"):
+        info = intact_benchmark(tmp_path / "bench", spec=REFHL_V1.to_dict())
+    assert info["frozen_spec"] is False
+    assert "train_cases 2, frozen 120" in caplog.text and "not v1 figures" in caplog.text
+    assert intact_benchmark(tmp_path / "bench", spec=small.to_dict())["frozen_spec"] is True
+
+    import scripts.readme_tables as tables
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "lsms_demo.json").write_text(json.dumps({"benchmark": {"frozen_spec": False}}))
+    monkeypatch.setattr(tables, "ROOT", tmp_path)
+    with pytest.raises(SystemExit, match="another specification than the frozen one"):
+        tables.render("lsms-demo")
