@@ -132,11 +132,14 @@ def _evaluate(args: list[str]) -> int:
     if options.out:
         atomic_write_text(Path(options.out), json.dumps(results, indent=2) + "\n")
     multi = results["multi_lesion"]
-    print(
-        f"{options.split}: {results['expressions']} expressions, Dice {results['true_prompts']['dice']:.3f}; "
-        f"multi-lesion ({multi['expressions']}): Dice {multi['dice_true_prompts']['mean']:.3f}, shuffled prompts "
-        f"{multi['dice_shuffled_prompts']['mean']:.3f}, grounding accuracy {multi['grounding_accuracy']['mean']:.3f}"
-    )
+    if multi["expressions"]:
+        controls = (f"multi-lesion ({multi['expressions']}): Dice {multi['dice_true_prompts']['mean']:.3f}, shuffled "
+                    f"prompts {multi['dice_shuffled_prompts']['mean']:.3f}, grounding accuracy "
+                    f"{multi['grounding_accuracy']['mean']:.3f}")
+    else:
+        controls = "no slice has two lesions, so the shuffled-prompt and grounding controls do not apply"
+    dice = results["true_prompts"]["dice"]
+    print(f"{options.split}: {results['expressions']} expressions, Dice {dice:.3f}; {controls}")
     for metric, group, text in breakdowns(results):
         print(f"{metric} by {group}: {text}")
     return 0

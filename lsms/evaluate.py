@@ -96,6 +96,7 @@ def breakdowns(result: dict[str, Any]) -> list[tuple[str, str, str]]:
         (metric, group, ", ".join(f"{key}: {value['mean']:.2f} (n={value['n']})" for key, value in values.items()))
         for metric, groups in sources
         for group, values in groups.items()
+        if values
     ]
 
 
@@ -157,7 +158,7 @@ def _targets(dataset: RefSegDataset) -> np.ndarray:
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
-    return {"mean": float(values.mean()) if len(values) else float("nan"), "n": int(len(values))}
+    return {"mean": float(values.mean()) if len(values) else None, "n": int(len(values))}  # None: no row to score
 
 
 def evaluate_with_controls(
@@ -204,17 +205,20 @@ def evaluate_with_controls(
     shuffled = shuffled_prompts(rows, seed)
     multi = np.array([text is not None for text in shuffled])
     subset = [i for i in range(len(rows)) if multi[i]]
+    none = np.zeros((0, *targets.shape[1:]), dtype=bool)  # no slice with two lesions (e.g. an LViT manifest)
     shuffled_preds = _predict(
         net, RefSegDataset([rows[i] for i in subset], preprocessing, cache_dir), [shuffled[i] for i in subset],
         batch_size,
-    )
+    ) if subset else none
     shuffled_dice = dice_per_expression(shuffled_preds, targets[subset])
 
     lesions: dict[tuple[str, int | None], dict[str, np.ndarray]] = defaultdict(dict)
     for row, target in zip(rows, targets):
         lesions[_slice_key(row)][row.lesion_id] = target
-    every = np.stack([np.logical_or.reduce(list(lesions[_slice_key(rows[i])].values())) for i in subset])
-    largest = np.stack([max(lesions[_slice_key(rows[i])].values(), key=lambda m: int(m.sum())) for i in subset])
+    every = np.stack([np.logical_or.reduce(list(lesions[_slice_key(rows[i])].values())) for i in subset]) \
+        if subset else none
+    largest = np.stack([max(lesions[_slice_key(rows[i])].values(), key=lambda m: int(m.sum())) for i in subset]) \
+        if subset else none
     is_grounded = np.array([
         grounded(true_preds[i], targets[i],
                  [mask for lesion, mask in lesions[_slice_key(rows[i])].items() if lesion != rows[i].lesion_id])

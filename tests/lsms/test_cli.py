@@ -213,3 +213,34 @@ def test_console_script_runs_in_a_subprocess():
     assert result.stderr.startswith("lsms segment: error:") and "/nonexistent" in result.stderr
     assert json.loads(json.dumps(result.stderr))  # one plain line, no traceback
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_on_single_lesion_lvit_manifest_reports_controls_as_not_applicable(tiny_model_dir, tmp_path, capsys):
+    """LViT data (one mask per image) has no slice with two lesions: the controls are n/a, not a crash."""
+    import openpyxl
+    from PIL import Image
+
+    from datasets.lvit import lvit_to_manifest
+
+    for folder, sheet, stems in [("Train_Folder", "Train_text.xlsx", ["covid_1"]),
+                                 ("Val_Folder", "Val_text.xlsx", ["covid_2"]),
+                                 ("Test_Folder", "Test_text.xlsx", ["covid_3", "covid_4"])]:
+        (tmp_path / "QaTa" / folder / "img").mkdir(parents=True)
+        (tmp_path / "QaTa" / folder / "labelcol").mkdir()
+        workbook = openpyxl.Workbook()
+        workbook.active.append(["Image", "Description"])
+        for stem in stems:
+            Image.fromarray(np.full((40, 48), 90, np.uint8)).save(tmp_path / "QaTa" / folder / "img" / f"{stem}.png")
+            mask = np.zeros((40, 48), np.uint8)
+            mask[10:20, 12:30] = 255
+            Image.fromarray(mask).save(tmp_path / "QaTa" / folder / "labelcol" / f"mask_{stem}.png")
+            workbook.active.append([f"mask_{stem}.png", "Left lung infection."])
+        workbook.save(tmp_path / "QaTa" / folder / sheet)
+    manifest = lvit_to_manifest(tmp_path / "QaTa", tmp_path / "manifest.csv")
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(tiny_model_dir), str(manifest), "--split", "test", "--out", str(out)]) == 0
+    results = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert results["expressions"] == 2 and results["multi_lesion"]["expressions"] == 0
+    assert results["multi_lesion"]["dice_shuffled_prompts"] == {"mean": None, "n": 0}
+    assert results["single_lesion_dice_true_prompts"]["n"] == 2
+    assert "controls do not apply" in capsys.readouterr().out
