@@ -107,12 +107,12 @@ def read_class_prompts(path: str | Path, class_names: list[str]) -> dict[str, li
 
 
 def _parse_adapter_options(pairs: list[str]) -> dict[str, Any]:
-    """``["classes=[Atelectasis, Edema]", "uncertainty=ones"]`` -> options; values are read as YAML."""
+    """``["classes=[Atelectasis, Edema]", "uncertainty=u_ones"]`` -> options; values are read as YAML."""
     parsed: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise InputError(f"--adapter-option {pair!r}: expected KEY=VALUE, e.g. uncertainty=ones")
+            raise InputError(f"--adapter-option {pair!r}: expected KEY=VALUE, e.g. uncertainty=u_ones")
         try:
             parsed[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as err:

@@ -141,6 +141,8 @@ def read_labels(adapter: str, sources: Mapping[str, Path], options: Mapping[str,
         return ADAPTERS[adapter](sources, options)
     try:
         return ADAPTERS[adapter](sources, options)
+    except InputError:  # the table's own problem (a bad cell, a missing column): its message names file and row
+        raise
     except (TypeError, ValueError) as err:  # a value of the wrong type or outside the reader's choices
         raise InputError(f"{where}: bad option for adapter {adapter!r}: {err}") from err
 

@@ -172,7 +172,8 @@ def read_csv_table(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        InputError: the file is empty, not decodable with ``encoding``, or a row has more fields than the header.
+        InputError: the file is empty, not decodable with ``encoding``, or a row has more or fewer fields than the
+            header.
     """
     path = Path(path)
     if not path.is_file():
@@ -200,7 +201,7 @@ def read_csv_table(
             continue
         if trailing and len(record) == len(header) + 1 and record[-1].strip() == "":
             record = record[:-1]
-        if len(record) > len(header):
+        if len(record) != len(header):  # too few: a truncated download or a cut row, whose cells would be missing
             raise InputError(f"{path}: row {number} has {len(record)} fields but the header has {len(header)} columns")
         values = dict(zip(header, (cell.strip() for cell in record)))
         rows.append(TableRow(number, values))

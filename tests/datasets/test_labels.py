@@ -110,6 +110,22 @@ def test_chexpert_competition_tasks_and_test_set(tmp_path):
         chexpert.read_chexpert_csv(src, uncertainty="u_maybe")
 
 
+def test_a_row_cut_short_is_named_and_a_bad_cell_is_not_blamed_on_the_options(tmp_path):
+    """A truncated row would otherwise fail later as a KeyError on its missing column."""
+    from datasets.benchmarks import read_labels
+
+    src = DATA / "chexpert" / "valid.csv"
+    short = _edit(src, tmp_path / "short.csv", "PA,1.0,,0.0,,,,,,,,0.0,,,\n", "PA,1.0,,0.0\n")
+    with pytest.raises(InputError, match=r"short\.csv: row 3 has 8 fields but the header has 19 columns"):
+        chexpert.read_chexpert_csv(short)
+    bad_cell = _edit(src, tmp_path / "cell.csv", "PA,1.0,,0.0", "PA,1.0,,2")
+    with pytest.raises(InputError) as caught:
+        read_labels("chexpert.csv", {"labels": bad_cell}, {"uncertainty": "u_ones"}, "--adapter-option")
+    assert "bad option" not in str(caught.value) and "row 3" in str(caught.value)
+    with pytest.raises(InputError, match="--adapter-option: bad option for adapter 'chexpert.csv'"):
+        read_labels("chexpert.csv", {"labels": src}, {"uncertainty": "ones"}, "--adapter-option")
+
+
 # ---------------------------------------------------------------- PadChest
 
 PADCHEST = DATA / "padchest" / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
