@@ -187,10 +187,14 @@ def test_validation_test_predict_and_checkpoint_reload(tiny_bert_dir, tmp_path):
     assert ((predictions[0]["probs"] >= 0) & (predictions[0]["probs"] <= 1)).all()
     assert predictions[0]["meta"] == [{"id": i} for i in range(4)]
     trainer.save_checkpoint(tmp_path / "lsms.ckpt")
+    torch.manual_seed(1)  # another initialisation than the saved one: only loading the checkpoint makes them equal
     net = LSMS(**torch.load(tmp_path / "lsms.ckpt")["lsms_config"])
-    reloaded = LSMSModule.load_from_checkpoint(tmp_path / "lsms.ckpt", net=net)
-    for (name, saved), (_, loaded) in zip(module.state_dict().items(), reloaded.state_dict().items()):
-        torch.testing.assert_close(loaded, saved, msg=name)
+    saved = module.state_dict()
+    assert any(not torch.equal(value, saved[f"net.{name}"]) for name, value in net.state_dict().items())
+    reloaded = LSMSModule.load_from_checkpoint(tmp_path / "lsms.ckpt", net=net).state_dict()
+    assert list(reloaded) == list(saved)  # zip() below would silently skip a missing or extra tensor
+    for name, value in saved.items():
+        torch.testing.assert_close(reloaded[name], value, msg=name)
 
 
 def test_optimizer_groups_and_cosine_schedule(tiny_bert_dir):
