@@ -122,8 +122,13 @@ def test_resumable_writer_refuses_other_columns(tmp_path):
 
 
 class _Payload:
+    """Creates a marker folder when unpickled: proof that code from the file ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo pwned",))
+        return (os.makedirs, (str(self.marker),))
 
 
 def test_load_weights_reads_tensors_and_refuses_code(tmp_path):
@@ -135,10 +140,15 @@ def test_load_weights_reads_tensors_and_refuses_code(tmp_path):
     assert torch.equal(load_weights(tmp_path / "model.safetensors")["w"], weights["w"])
     assert torch.equal(load_weights(tmp_path / "model.pt")["w"], weights["w"])
 
-    with open(tmp_path / "evil.ckpt", "wb") as handle:
-        pickle.dump({"state_dict": _Payload()}, handle)
+    marker = tmp_path / "code_ran"
+    torch.save({"state_dict": {"w": weights["w"]}, "payload": _Payload(marker)}, tmp_path / "evil.ckpt")  # zip format
     with pytest.raises(InputError, match="evil.ckpt"):
         load_weights(tmp_path / "evil.ckpt")
+    with open(tmp_path / "legacy.ckpt", "wb") as handle:  # the pre-zip pickle format
+        pickle.dump({"state_dict": _Payload(marker)}, handle)
+    with pytest.raises(InputError, match="legacy.ckpt"):
+        load_weights(tmp_path / "legacy.ckpt")
+    assert not marker.exists()
     (tmp_path / "truncated.safetensors").write_bytes((tmp_path / "model.safetensors").read_bytes()[:20])
     with pytest.raises(InputError, match="truncated.safetensors"):
         load_weights(tmp_path / "truncated.safetensors")

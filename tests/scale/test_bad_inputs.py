@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import pickle
+import os
 import re
 import shutil
 import subprocess
@@ -131,14 +131,19 @@ def not_a_model_folder(env: Env) -> tuple[list[str], str]:
 
 
 class _RunsCode:
-    def __reduce__(self):  # noqa: ANN204 (a pickle that would run code when loaded without weights_only)
-        return (print, ("pickled code ran",))
+    """Creates ``marker`` when unpickled: a pickle that would run code when loaded without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (os.makedirs, (str(self.marker),))
 
 
 def code_carrying_checkpoint(env: Env) -> tuple[list[str], str]:
     path = env.tmp / "evil.ckpt"
-    with open(path, "wb") as handle:
-        pickle.dump({"state_dict": {}, "payload": _RunsCode()}, handle)
+    marker = env.tmp / "code_ran"
+    torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, path)  # the runner checks that no marker appears
     return ["export", str(path), str(env.out / "model")], "evil.ckpt"
 
 
@@ -325,6 +330,7 @@ def test_bad_input_exits_2_with_one_line_naming_the_culprit(name, entry, build, 
     assert len(lines) == 1, f"{name}: expected one line on stderr, got:\n{captured.err[-3000:]}"
     assert culprit in lines[0], f"{name}: {lines[0]!r} does not name {culprit!r}"
     assert "Traceback" not in captured.err
+    assert not (tmp_path / "code_ran").exists(), f"{name}: code pickled in an input file ran"
     written = {path.name for path in _snapshot(env.out)} - ALLOWED_OUTPUT.get(name, set())
     assert not written, f"{name}: partial output {sorted(written)}"
     assert (_snapshot(benchmark) | _snapshot(tiny_model)) - before <= {p for p in _snapshot(benchmark)
