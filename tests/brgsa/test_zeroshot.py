@@ -95,8 +95,24 @@ def test_label_csv_mode_with_negative_prompts(tmp_path, bench, model_dir):
     assert run([str(model_dir), "--labels", str(bench / TEST_LABELS), "--volumes", str(bench / "volumes"),
                 "--metadata", str(bench / "validation_metadata.csv"), "--prompts", str(PROMPTS), "--allow-unlisted",
                 "--negative-prompts", str(negatives), "--out", str(out)]) == 0
-    values = np.array([[float(row[c]) for c in CLASSES] for row in read_rows(out / "scores.csv").values()])
+    rows = read_rows(out / "scores.csv")
+    values = np.array([[float(row[c]) for c in CLASSES] for row in rows.values()])
     assert values.shape == (8, 18) and (values > 0).all() and (values < 1).all()  # pair-softmax probabilities
+    # one volume's scores: the softmax over (positive, negative) mixed scores at the training scale 10, i.e.
+    # sigmoid(10 * (s_pos - s_neg)) with each s the paper's positive-only score of its own prompt
+    assert PROMPTS.read_text().splitlines()[1:] == [f"There is {c}" for c in CLASSES]
+    net, preprocessing, _ = from_pretrained(model_dir)
+    name = sorted(rows)[0]
+    geometry = read_ctrate_metadata(bench / "validation_metadata.csv")
+    hu, _ = load_preprocessed(bench / "volumes" / name, preprocessing, None, geometry[name])
+    with torch.no_grad():
+        volume = net.encode_volumes(to_model_input(hu, preprocessing, "none")[None])
+        positive = zero_shot_scores(*volume, net.encode_texts([f"There is {c}" for c in CLASSES])[0])
+        negative = zero_shot_scores(*volume, net.encode_texts([f"There is no {c}" for c in CLASSES])[0])
+    expected = torch.sigmoid(10.0 * (positive - negative))[0]
+    got = torch.tensor([float(rows[name][c]) for c in CLASSES])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(expected, torch.sigmoid(10.0 * (negative - positive))[0], atol=1e-3)  # order matters
 
 
 def bad_run(capsys, args: list[str], out: Path) -> str:
