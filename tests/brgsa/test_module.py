@@ -181,18 +181,23 @@ def test_mean_combination_averages_cached_sentence_vectors(tiny_brgsa):
     net = tiny_brgsa().eval()
     net.text_encoder.requires_grad_(False)
     sets = [["There is Emphysema.", "No pleural effusion."], ["There is Emphysema."]]
-    embeds, embeds_hat = net.encode_sentence_sets(sets)
     with torch.no_grad():
         vectors = net.text_encoder(["There is Emphysema.", "No pleural effusion."])[1]
+    encoded_rows = []  # rows of every batch the text model really encodes
+    net.text_encoder.model.register_forward_hook(lambda module, args, kwargs, out: encoded_rows.append(
+        kwargs["input_ids"].shape[0]), with_kwargs=True)
+    embeds, embeds_hat = net.encode_sentence_sets(sets)
+    assert encoded_rows == [2]  # the repeated sentence is encoded once
     expected = net.text_projection(torch.stack([vectors.mean(0), vectors[0]]))
     torch.testing.assert_close(embeds, expected)
     torch.testing.assert_close(embeds_hat, net.knowledge_bank(expected))
-    assert set(net._sentence_cache) == {"There is Emphysema.", "No pleural effusion."}  # each sentence encoded once
     output = net(torch.randn(2, 1, 32, 32, 16), sets)  # sentence lists take the same path in forward
     torch.testing.assert_close(output.text_embeds, expected)
+    net.encode_sentence_sets([["No pleural effusion.", "A new sentence."]])
+    assert encoded_rows == [2, 1]  # served from the cache: only the new sentence is encoded
     net.text_encoder.requires_grad_(True)  # a trained encoder is never served from the cache
     trained, _ = net.encode_sentence_sets(sets)
-    assert trained.requires_grad and not net._sentence_cache
+    assert trained.requires_grad and encoded_rows == [2, 1, 2]
     with pytest.raises(ValueError, match="sentence set 1 is empty"):
         net.encode_sentence_sets([["a"], []])
 
