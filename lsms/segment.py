@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import logging
+import os
 import re
 import textwrap
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ class SegmentationRequest:
     image: Path
     slice_index: int | None
     prompts: tuple[str, ...]
+    source: str | None = None  # e.g. "batch.csv row 3": named in errors about this request
 
 
 @dataclass
@@ -87,7 +89,8 @@ def _check_prompts(prompts: Sequence[str], where: str) -> tuple[str, ...]:
 def read_batch_csv(path: str | Path) -> list[SegmentationRequest]:
     """Read a batch CSV (columns ``image``, ``slice_index``, ``prompt``; image paths relative to the CSV's folder).
 
-    Rows with the same image and slice are grouped into one request.
+    Rows with the same image and slice are grouped into one request; a prompt repeated for the same image and slice
+    is segmented once (logged). Errors found later about a request name its first CSV row.
     """
     path = Path(path)
     try:
@@ -98,9 +101,11 @@ def read_batch_csv(path: str | Path) -> list[SegmentationRequest]:
             if missing:
                 raise InputError(f"{path}: missing column(s) {missing}; expected image,slice_index,prompt")
             grouped: dict[tuple[Path, int | None], list[str]] = {}
+            first_row: dict[tuple[Path, int | None], int] = {}
+            repeated = 0
             for number, row in enumerate(reader, start=2):
                 image = Path(row["image"])
-                image = image if image.is_absolute() else path.parent / image
+                image = Path(os.path.normpath(image if image.is_absolute() else path.parent / image))
                 if not image.exists():
                     raise InputError(f"{path} row {number}: image {image} does not exist (relative paths are read "
                                      "from the CSV's folder)")
@@ -110,20 +115,39 @@ def read_batch_csv(path: str | Path) -> list[SegmentationRequest]:
                 except ValueError:
                     raise InputError(f"{path} row {number}: slice_index {raw_index!r} is not an integer") from None
                 _check_prompts([row["prompt"] or ""], f"{path} row {number}")
-                grouped.setdefault((image, index), []).append(row["prompt"].strip())
+                prompts = grouped.setdefault((image, index), [])
+                first_row.setdefault((image, index), number)
+                if row["prompt"].strip() in prompts:
+                    repeated += 1
+                else:
+                    prompts.append(row["prompt"].strip())
     except UnicodeDecodeError as err:
         raise InputError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
     if not grouped:
         raise InputError(f"{path} has no rows")
-    return [SegmentationRequest(image, index, tuple(prompts)) for (image, index), prompts in grouped.items()]
+    if repeated:
+        logger.warning("%s: %d row(s) repeat an image, slice and prompt of an earlier row; each is segmented once",
+                       path, repeated)
+    return [SegmentationRequest(key[0], key[1], tuple(prompts), f"{path} row {first_row[key]}")
+            for key, prompts in grouped.items()]
 
 
 def prepare_input(request: SegmentationRequest, preprocessing: SlicePreprocessing) -> PreparedInput:
     """Read and preprocess one request exactly as training did.
 
     Raises:
-        InputError: unreadable image, a missing or out-of-range slice index, empty prompts.
+        InputError: unreadable image, a missing or out-of-range slice index, empty prompts (prefixed with the
+            request's ``source`` when it has one).
     """
+    try:
+        return _prepare_input(request, preprocessing)
+    except InputError as err:
+        if request.source is None:
+            raise
+        raise InputError(f"{request.source}: {err}") from err
+
+
+def _prepare_input(request: SegmentationRequest, preprocessing: SlicePreprocessing) -> PreparedInput:
     _check_prompts(request.prompts, str(request.image))
     if not request.image.exists():
         raise InputError(f"input image {request.image} does not exist")
@@ -135,7 +159,8 @@ def prepare_input(request: SegmentationRequest, preprocessing: SlicePreprocessin
         index = request.slice_index
         if index is None:
             if depth != 1:
-                raise InputError(f"{request.image} has {depth} slices: give --slice (0 to {depth - 1})")
+                where = "fill its slice_index cell" if request.source else "give --slice"
+                raise InputError(f"{request.image} has {depth} slices: {where} (0 to {depth - 1})")
             index = 0
         image, geometry = preprocess_volume_slice(volume, index, preprocessing)
         display = geometry.orientation.apply(volume.array[:, :, index])

@@ -244,3 +244,26 @@ def test_evaluate_on_single_lesion_lvit_manifest_reports_controls_as_not_applica
     assert results["multi_lesion"]["dice_shuffled_prompts"] == {"mean": None, "n": 0}
     assert results["single_lesion_dice_true_prompts"]["n"] == 2
     assert "controls do not apply" in capsys.readouterr().out
+
+
+def test_batch_errors_name_the_csv_row_and_repeated_rows_run_once(tiny_model_dir, benchmark, tmp_path, capsys,
+                                                                   caplog):
+    volume = next((benchmark / "images").glob("*.nii.gz"))
+    depth = sitk.ReadImage(str(volume)).GetSize()[2]
+    out = tmp_path / "seg"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"image,slice_index,prompt\n{volume},1,the only lesion\n{volume},{depth + 5},the larger lesion\n")
+    _assert_bad_input(capsys, ["segment", str(tiny_model_dir), "--batch", str(bad), "--out", str(out)],
+                      f"bad.csv row 3: slice index {depth + 5} is out of range", out)
+    empty = tmp_path / "empty.csv"
+    empty.write_text(f"image,slice_index,prompt\n{volume},,the only lesion\n")
+    _assert_bad_input(capsys, ["segment", str(tiny_model_dir), "--batch", str(empty), "--out", str(out)],
+                      f"empty.csv row 2: {volume} has {depth} slices: fill its slice_index cell", out)
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text(f"image,slice_index,prompt\n{volume},1,the only lesion\n{volume},1,the only lesion\n"
+                        f"{volume},2,the only lesion\n")
+    with caplog.at_level("WARNING", logger="lsms.segment"):
+        assert main(["segment", str(tiny_model_dir), "--batch", str(repeated), "--out", str(out)]) == 0
+    assert "1 row(s) repeat an image, slice and prompt" in caplog.text
+    assert "wrote 2 segmentation(s)" in capsys.readouterr().out
+    assert len((out / "segmentations.csv").read_text().splitlines()) == 3
