@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import lightning.pytorch as pl
 import numpy as np
@@ -198,11 +199,15 @@ def test_prompt_files(tmp_path, tiny_carzero):
     module = CARZeroModule(tiny_carzero(), val_prompt_file=str(lines))
     assert module.val_prompts == ["There is Edema", "There is Mass"]
 
-    for name, content in [("empty.txt", "\n"), ("bad.json", "{"), ("keys.json", '{"a": "x"}'), ("num.json", "[1]")]:
+    for name, content, problem in [
+        ("empty.txt", "\n", "holds no prompts"), ("bad.json", "{", "is not valid JSON"),
+        ("keys.json", '{"a": "x"}', "keys of a prompt object must be class indices, got ['a']"),
+        ("num.json", "[1]", "must hold a list of prompt strings"),
+    ]:
         (tmp_path / name).write_text(content)
-        with pytest.raises(InputError):
+        with pytest.raises(InputError, match=re.escape(f"{tmp_path / name}") + ".*" + re.escape(problem)):
             read_prompt_file(tmp_path / name)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"no prompt file: '{tmp_path / 'missing.txt'}'")):
         read_prompt_file(tmp_path / "missing.txt")
     with pytest.raises(ValueError, match="not both"):
         CARZeroModule(tiny_carzero(), val_prompts=["x"], val_prompt_file=str(lines))
