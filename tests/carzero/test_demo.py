@@ -91,8 +91,11 @@ def test_training_reports_are_aligned_copies(demo_out):
     assert sum("There is " in row for row in aligned[1:]) == len(original) - 1  # "There is No Finding" for normals
 
 
-def test_demo_rejects_a_bad_time_cap(tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--max-minutes", "0"]) == 2
+def test_demo_rejects_a_bad_time_cap(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--max-minutes", "0"]) == 2
+    assert "--max-minutes must be positive, got 0.0" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_frozen_text_encoder_caches_identical_features(tiny_bert_dir):
@@ -159,5 +162,8 @@ def test_several_seeds_write_each_seed_and_their_mean_and_reuse_finished_seeds(t
     assert json.loads((out / "results.json").read_text(encoding="utf-8")) == results
 
 
-def test_demo_rejects_repeated_seeds(tmp_path):
-    assert main(["demo", "--out", str(tmp_path), "--seeds", "1", "1"]) == 2
+def test_demo_rejects_repeated_seeds(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--seeds", "1", "1"]) == 2
+    assert "--seeds must be distinct, got [1, 1]" in capsys.readouterr().err
+    assert not out.exists()
