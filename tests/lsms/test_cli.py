@@ -267,3 +267,43 @@ def test_batch_errors_name_the_csv_row_and_repeated_rows_run_once(tiny_model_dir
     assert "1 row(s) repeat an image, slice and prompt" in caplog.text
     assert "wrote 2 segmentation(s)" in capsys.readouterr().out
     assert len((out / "segmentations.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("stored_as", ["RAS", "LPS"])
+def test_segment_masks_land_on_the_requested_slice_in_the_input_layout(tiny_model_dir, benchmark, tmp_path,
+                                                                        stored_as):
+    """The written NIfTI and PNG hold the model's thresholded probability map, at the requested slice only, in the
+    input's stored layout (NIfTI) and in display orientation (PNG); checked for RAS- and LPS-stored volumes."""
+    import nibabel as nib
+    from PIL import Image
+
+    from datasets.ct import read_ct
+    from datasets.slices import preprocess_volume_slice, restore_slice
+
+    source = next((benchmark / "images").glob("*.nii.gz"))
+    image = nib.load(source)
+    volume_path = tmp_path / f"{stored_as}.nii.gz"
+    if stored_as == "LPS":  # the same world grid stored with x and y reversed
+        flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+        flip[:2, 3] = np.array(image.shape[:2]) - 1
+        nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[::-1, ::-1].copy(), image.affine @ flip), volume_path)
+    else:
+        nib.save(image, volume_path)
+    net, preprocessing, _ = from_pretrained(tiny_model_dir)
+    index, prompt = 2, "the larger lesion"
+    model_input, geometry = preprocess_volume_slice(read_ct(volume_path), index, preprocessing)
+    with torch.no_grad():
+        probability = torch.sigmoid(net(torch.from_numpy(model_input)[None], [prompt]).logits)[0, 0].numpy()
+    threshold = round(float(np.quantile(probability, 0.7)), 6)  # a mask that is neither empty nor full
+    expected = restore_slice(probability, geometry, mode="bilinear") > threshold
+    assert 0 < expected.sum() < expected.size
+
+    out = tmp_path / "seg"
+    assert main(["segment", str(tiny_model_dir), str(volume_path), "--slice", str(index), "--prompt", prompt,
+                 "--threshold", str(threshold), "--out", str(out)]) == 0
+    written = np.asarray(nib.load(next(out.glob("*_mask.nii.gz"))).dataobj)
+    assert written.shape == image.shape
+    np.testing.assert_array_equal(written[:, :, index] > 0, expected)
+    assert written.sum() == written[:, :, index].sum()  # nothing on the other slices
+    with Image.open(next(out.glob("*_mask.png"))) as png:
+        np.testing.assert_array_equal(np.asarray(png) > 0, geometry.orientation.apply(expected))
