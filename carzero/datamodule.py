@@ -58,12 +58,9 @@ class CARZeroDataModule(L.LightningDataModule):
         translate: training augmentation, maximum shift (fraction of the side). Defaults to 0.0.
         scale: training augmentation, maximum relative zoom. Defaults to 0.0.
         intensity_jitter: training augmentation, contrast/brightness strength. Defaults to 0.0.
-        resize: ``"stretch"`` (square resize) or ``"pad_crop"`` (CARZero's release: longest side to ``load_size``,
-            zero pad, centre crop for evaluation and random crop for training; see
-            :mod:`datasets.cxr_transforms`). Defaults to ``"stretch"``.
-        load_size: padded square side of ``"pad_crop"``. Defaults to 256.
-        intensity: ``"minmax"`` (per image) or ``"range"`` (the file's nominal bit range, as the release's 8-bit
-            reader). Defaults to ``"minmax"``.
+        resize, load_size, intensity: image geometry and intensity scaling, for training and validation alike
+            (:class:`~datasets.cxr_transforms.CXRPreprocessing`; ``pad_crop`` / 256 / ``range`` is the released
+            pipeline). Default to ``"stretch"``, 256 and ``"minmax"``.
         shuffle_reports: permute the training reports across images (control experiment). Defaults to False.
         text_sampling: ``"report"`` (the whole section per image) or ``"sentence"`` (one random sentence of it per
             step, as CARZero's training; with ``carzero align-prompts`` output appended, the pool holds the report's
