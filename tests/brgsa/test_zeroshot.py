@@ -73,7 +73,7 @@ def test_benchmark_run_writes_paper_scores_and_metrics(tmp_path, bench, model_di
     assert (out / "metrics_per_class.csv").read_text().count("\n") == 19
 
 
-def test_a_killed_run_resumes_to_the_same_scores(tmp_path, bench, model_dir):
+def test_a_killed_run_resumes_to_the_same_scores(tmp_path, bench, model_dir, capsys):
     out = tmp_path / "zs"
     args = [str(model_dir), "--benchmark", "synthetic-ct3d", "--data-root", str(bench.parent), "--no-check-counts",
             "--out", str(out)]
@@ -85,7 +85,11 @@ def test_a_killed_run_resumes_to_the_same_scores(tmp_path, bench, model_dir):
     assert run(args) == 0
     assert read_rows(out / "scores.csv") == complete
     assert (out / "metrics.json").is_file()
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    capsys.readouterr()
     assert run([*args, "--crop", "center"]) == 2  # another evaluation setting may not continue these scores
+    assert f"{out} holds outputs of another run (differs in ['crop'])" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_label_csv_mode_with_negative_prompts(tmp_path, bench, model_dir):

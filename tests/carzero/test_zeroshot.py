@@ -55,7 +55,7 @@ def direct_scores(model_dir: Path, bench: Path, ids: list[str], prompts: list[st
     return CARZeroScorer(net, prompts).score_images(images).mean
 
 
-def test_benchmark_end_to_end_writes_scores_metrics_roc_and_resumes(tmp_path, bench, model_dir):
+def test_benchmark_end_to_end_writes_scores_metrics_roc_and_resumes(tmp_path, bench, model_dir, capsys):
     out = tmp_path / "zs"
     args = [str(model_dir), "--benchmark", "synthetic-cxr", "--data-root", str(bench.parent), "--no-check-counts",
             "--out", str(out), "--batch-size", "3"]
@@ -84,9 +84,11 @@ def test_benchmark_end_to_end_writes_scores_metrics_roc_and_resumes(tmp_path, be
     np.testing.assert_allclose(np.array([[float(v) for v in list(r.values())[1:]] for r in resumed]), scores,
                                atol=1e-5)
     # resuming in another precision would mix fp32 and bf16 scores in one file: refused before anything is written
-    before = (out / "scores.csv").read_bytes()
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    capsys.readouterr()
     assert main(["zeroshot", *args, "--bf16"]) == 2
-    assert (out / "scores.csv").read_bytes() == before
+    assert f"{out} holds outputs of another run (differs in ['bf16'])" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_label_table_with_named_prompts_and_negative_pairs(tmp_path, bench, model_dir):
