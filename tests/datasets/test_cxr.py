@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.pixels import apply_voi_lut as pydicom_voi
 
 from datasets.cxr import Radiograph, read_cxr
@@ -180,11 +180,17 @@ def test_truncated_dicom_names_the_file() -> None:
 
 
 def test_jpeg_lossless_dicom_decodes_or_names_what_to_install() -> None:
+    """Decoded when pydicom has a decoder for the file's transfer syntax, else refused naming what to install."""
     path = get_testdata_file("JPGLosslessP14SV1_1s_1f_8b.dcm")
-    try:
-        xray = read_cxr(path)
-    except MissingDependencyError as err:
-        assert "pylibjpeg-libjpeg" in str(err) and "python-gdcm" in str(err) and path in str(err)
-    else:
+    ts = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    if get_decoder(ts).is_available:
         ds = pydicom.dcmread(path)
-        assert xray.array.shape == ds.pixel_array.shape
+        xray = read_cxr(path)
+        assert xray.photometric == "MONOCHROME2" and xray.array.shape == (768, 1024)
+        np.testing.assert_array_equal(xray.array, apply_modality_lut(ds.pixel_array, ds).astype(np.float32))
+        return
+    with pytest.raises(MissingDependencyError) as info:
+        read_cxr(path)
+    message = str(info.value)
+    assert path in message and "JPEG Lossless" in message and "1.2.840.10008.1.2.4.70" in message
+    assert "pylibjpeg-libjpeg" in message and "GPL-3.0" in message and "python-gdcm" in message
