@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -113,6 +114,31 @@ def test_llm_aligner_end_to_end_falls_back_per_row(tmp_path, tiny_lm_dir):
                                                                                    str(tiny_lm_dir))
         assert len(row["prompt_sha256"]) == 64
     assert json.loads(rows[2]["sentences"]) == ["There is No Finding"]
+
+
+def test_llm_aligner_end_to_end_writes_the_model_sentences_with_their_provenance(tmp_path, fixed_answer_lm):
+    """A model whose greedy answer parses: every row is the LLM's, not flagged, with the model and hashes pinned."""
+    from datasets.report_text.config import load_prompt_config
+
+    reports, out = _manifest(tmp_path / "pairs.csv"), tmp_path / "aligned.csv"
+    config_path = tmp_path / "config.yaml"
+    default = Path(__file__).resolve().parents[2] / "configs" / "prompts" / "llm_align_carzero.yaml"
+    config_path.write_text(default.read_text().replace("max_new_tokens: 96", "max_new_tokens: 8"), encoding="utf-8")
+    config = load_prompt_config(config_path)
+    trigger = config.prompt("any report").split()[-1]  # the instruction's last word ("Findings:")
+    model = fixed_answer_lm(config.instruction.split(), trigger, "There is Pneumothorax")
+    assert main([str(reports), "--out", str(out), "--aligner", "llm", "--model", str(model),
+                 "--config", str(config_path), "--batch-size", "2"]) == 0
+    rows = _rows(out)
+    assert [row["image"] for row in rows] == ["files/p1/s1/a.jpg", "files/p1/s1/b.jpg", "files/p2/s2/c.jpg"]
+    for row in rows:  # the rules would write Cardiomegaly/Pleural Effusion and No Finding: these are the model's
+        assert json.loads(row["sentences"]) == ["There is Pneumothorax"]
+        assert (row["source"], row["fallback"], row["aligner"], row["model"]) == ("llm", "false", "llm", str(model))
+        assert (row["prompt_sha256"], row["config_sha256"], row["rules_version"]) == (
+            hashlib.sha256(config.instruction.encode("utf-8")).hexdigest(), config.output_sha256, RULES_VERSION)
+    impression = "The lungs are clear. No acute cardiopulmonary process."
+    assert rows[2]["report_sha256"] == hashlib.sha256(impression.encode("utf-8")).hexdigest()
+    assert rows[0]["report_sha256"] == rows[1]["report_sha256"] != rows[2]["report_sha256"]  # one study, two views
 
 
 def test_llm_aligner_refuses_an_encoder_and_says_when_no_folder_is_there(tmp_path, tiny_bert_dir):

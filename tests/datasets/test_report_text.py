@@ -207,6 +207,23 @@ def test_llm_with_a_random_model_falls_back_per_row(tiny_lm_dir):
     assert aligner.generate(reports[:1]) == aligner.generate(reports[:2])[:1]
 
 
+def test_llm_output_that_parses_is_used_as_is(fixed_answer_lm):
+    """A model whose greedy answer is a valid "There is <finding>" line: every row is the LLM's, none falls back."""
+    from datasets.report_text.llm import LLMAligner
+
+    config = replace(load_prompt_config(CONFIGS / "llm_align_carzero.yaml"), max_new_tokens=12)
+    trigger = config.prompt("any report").split()[-1]  # the instruction's last word ("Findings:")
+    folder = fixed_answer_lm(config.instruction.split(), trigger, "There is Pneumothorax")
+    rules = RuleAligner(CXR, "carzero")
+    aligner = LLMAligner.from_pretrained(str(folder), config, rules, batch_size=2)
+    reports = ["moderate Cardiomegaly", "no pleural effusion lungs are clear", "There is Cardiomegaly"]
+    results = aligner.align(reports)
+    assert [(result.source, result.fallback) for result in results] == [("llm", False)] * 3
+    assert [result.raw for result in results] == ["There is Pneumothorax"] * 3
+    assert [result.sentences for result in results] == [["There is Pneumothorax"]] * 3
+    assert all(rules.sentences(report) != ["There is Pneumothorax"] for report in reports)  # not the rules' rows
+
+
 def test_llm_load_errors_are_input_errors(tmp_path):
     from datasets.report_text.llm import LLMAligner
 
