@@ -184,8 +184,10 @@ class CTVolumeDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.groups is not None:
             members = self.groups[index]
-            index = members[int(torch.randint(len(members), (), generator=self.generator))] if len(members) > 1 \
-                else members[0]
+            if len(members) == 1:  # draws nothing, so ungrouped volumes keep the random crops they had without groups
+                index = members[0]
+            else:
+                index = members[int(torch.randint(len(members), (), generator=self.generator))]
         item = self.items[index]
         try:
             hu, meta = load_preprocessed(item.path, self.preprocessing, self.cache, item.geometry)

@@ -215,10 +215,11 @@ def evaluate_with_controls(
     lesions: dict[tuple[str, int | None], dict[str, np.ndarray]] = defaultdict(dict)
     for row, target in zip(rows, targets):
         lesions[_slice_key(row)][row.lesion_id] = target
-    every = np.stack([np.logical_or.reduce(list(lesions[_slice_key(rows[i])].values())) for i in subset]) \
-        if subset else none
-    largest = np.stack([max(lesions[_slice_key(rows[i])].values(), key=lambda m: int(m.sum())) for i in subset]) \
-        if subset else none
+    def stacked(masks: list[np.ndarray]) -> np.ndarray:
+        return np.stack(masks) if masks else none
+
+    every = stacked([np.logical_or.reduce(list(lesions[_slice_key(rows[i])].values())) for i in subset])
+    largest = stacked([max(lesions[_slice_key(rows[i])].values(), key=lambda m: int(m.sum())) for i in subset])
     is_grounded = np.array([
         grounded(true_preds[i], targets[i],
                  [mask for lesion, mask in lesions[_slice_key(rows[i])].items() if lesion != rows[i].lesion_id])
